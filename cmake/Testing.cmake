@@ -1,0 +1,20 @@
+# tug_add_test(NAME SOURCES... LIBS ... [LABELS ...] [TIMEOUT s])
+# Builds one Catch2 test binary with the project's own main (Debian's Catch2WithMain is amd64-only) and registers it
+# with ctest. Test names are sentences; ctest sees one entry per binary so the suite's closing line counts binaries.
+if(TUG_BUILD_TESTS)
+  enable_testing()
+endif()
+function(tug_add_test name)
+  if(NOT TUG_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE tug_test_main ${T_LIBS} tug_warnings)
+  add_test(NAME ${name} COMMAND ${name})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}"
+    ENVIRONMENT "TUG_SOURCE_DIR=${PROJECT_SOURCE_DIR};TUG_BUILD_DIR=${PROJECT_BINARY_DIR}")
+endfunction()

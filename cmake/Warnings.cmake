@@ -1,0 +1,5 @@
+# One interface target carries the project's warning policy; every library and binary links it.
+add_library(tug_warnings INTERFACE)
+target_compile_options(tug_warnings INTERFACE
+  -Wall -Wextra -Werror -Wshadow=local -Wnon-virtual-dtor -Wcast-align -Wunused -Woverloaded-virtual
+  -Wnull-dereference -Wimplicit-fallthrough -Wformat=2 -Wno-error=null-dereference)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything Tugboat needs on a Debian 12 machine. Idempotent: safe to run again and again.
+# Only Debian's packages are used; nothing is downloaded from anywhere else.
+set -euo pipefail
+
+CACHE_DIR=${TUGBOAT_CACHE:-/var/cache/tugboat}
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git ca-certificates curl python3
+  libboost-dev libssl-dev libsodium-dev libarchive-dev zlib1g-dev libzstd-dev
+  nlohmann-json3-dev libexpected-dev libcli11-dev libspdlog-dev libfmt-dev catch2
+  libsqlite3-dev libmosquitto-dev
+  docker-registry runc qemu-user-static skopeo umoci mosquitto mosquitto-clients
+  iproute2 procps psmisc util-linux
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "setup: all Debian packages present"
+fi
+
+# Debian starts these daemons on install; Tugboat's tests start their own on free loopback ports.
+for svc in docker-registry mosquitto; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl stop "$svc" || true
+    $SUDO systemctl disable "$svc" >/dev/null 2>&1 || true
+  fi
+done
+
+"$(dirname "$0")/../cross/register-binfmt.sh"
+"$(dirname "$0")/../cross/fetch-base-debs.sh" "$CACHE_DIR/debs"
+echo "setup: done"
