@@ -12,7 +12,7 @@ PACKAGES=(
   libboost-dev libssl-dev libsodium-dev libarchive-dev zlib1g-dev libzstd-dev
   nlohmann-json3-dev libexpected-dev libcli11-dev libspdlog-dev libfmt-dev catch2
   libsqlite3-dev libmosquitto-dev
-  docker-registry runc qemu-user-static skopeo umoci mosquitto mosquitto-clients
+  docker-registry apache2-utils runc qemu-user-static skopeo umoci mosquitto mosquitto-clients
   iproute2 procps psmisc util-linux
 )
 
