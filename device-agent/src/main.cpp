@@ -1,0 +1,3 @@
+#include "agent/cli.hpp"
+
+int main(int argc, char** argv) { return tug::agent::Main(argc, argv); }
