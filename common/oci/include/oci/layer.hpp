@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -73,6 +74,7 @@ struct TarEntry {
   uint32_t mode = 0644;
   uint32_t uid = 0, gid = 0;
   int64_t mtime = 0;
+  uint32_t dev_major = 0, dev_minor = 0;  // kCharDevice
 };
 
 // Builds a tar (pax) in memory, entries in the given order, exactly as given (no sanitising: tests use it to make

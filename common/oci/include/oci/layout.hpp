@@ -21,8 +21,10 @@ class ImageLayout {
   std::string BlobPath(std::string_view digest) const;
   // Stores data under its sha256; returns its descriptor.
   Result<Descriptor> WriteBlob(std::string_view data, std::string_view media_type);
-  // Moves an existing file in as a blob (digest computed by the caller, verified here).
-  Result<Descriptor> ImportBlobFile(const std::string& path, std::string_view media_type);
+  // Moves an existing file in as a blob. Its digest is computed here; when `expected_digest` is given it must match
+  // (kIntegrity otherwise, and the file is left where it was).
+  Result<Descriptor> ImportBlobFile(const std::string& path, std::string_view media_type,
+                                    std::string_view expected_digest = {});
   Result<std::string> ReadBlob(std::string_view digest) const;
   bool HasBlob(std::string_view digest) const;
   Result<Index> ReadIndex() const;
