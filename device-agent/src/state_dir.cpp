@@ -5,7 +5,7 @@
 namespace tug::agent {
 
 Status StateDir::Create(core::Env& env) const {
-  for (const auto& d : {root_, blobs(), partial(), slot("a"), slot("b"), root_ + "/trust", runc_root()})
+  for (const std::string& d : {root_, blobs(), partial(), slot("a"), slot("b"), root_ + "/trust", runc_root()})
     TUG_TRY(env.CreateDirs(d));
   TUG_TRY(env.SyncDir(root_));
   return {};

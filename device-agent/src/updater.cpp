@@ -4,9 +4,11 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <thread>
 
 #include "crypto/release.hpp"
+#include "crypto/sha256.hpp"
 #include "crypto/trust_root.hpp"
 #include "oci/layer.hpp"
 
@@ -47,7 +49,11 @@ Updater::Updater(core::Env& env, StateDir dir, Runtime& runtime, core::Clock& cl
       opts_(std::move(opts)),
       observer_(std::move(observer)),
       slots_(env, dir),
-      blobs_(env, dir) {}
+      blobs_(env, dir) {
+  std::error_code ec;
+  auto abs = std::filesystem::weakly_canonical(dir_.root(), ec);
+  container_base_ = opts_.container_prefix + "-" + crypto::Sha256Hex(ec ? dir_.root() : abs.string()).substr(0, 8);
+}
 
 Status Updater::Init(const std::string& root_json) {
   TUG_ASSIGN_OR_RETURN(auto root, crypto::LoadTrustRoot(root_json, clock_.Now()));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include "core/env.hpp"
 #include "core/error.hpp"
@@ -28,6 +29,9 @@ class StateDir {
   // Creates the directory tree (idempotent).
   Status Create(core::Env& env) const;
   bool Initialized(core::Env& env) const;
+
+ private:
+  std::string root_;
 };
 
 // Reads the committed version ratchet (0 when absent); writes it durably.

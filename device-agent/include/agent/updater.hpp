@@ -35,7 +35,9 @@ struct UpdaterOptions {
   int max_install_attempts = 3;
   FetchPolicy fetch;
   uint64_t unpack_margin_percent = 250;         // disk needed for unpacking, as % of compressed layer bytes
-  std::string container_prefix = "tug";        // container ids are <prefix>-<slot>
+  // Container ids are <prefix>-<8 hex of the state dir path>-<slot>: unique per state dir, because runc derives the
+  // cgroup path from the id and several agents (tests, the demo fleet) share one host.
+  std::string container_prefix = "tug";
 };
 
 // Transition and progress callbacks: the MQTT daemon reports them; the CLI prints them.
@@ -84,7 +86,7 @@ class Updater {
   // Blobs needed by the active and previous slots (and the job in flight) stay; everything else goes.
   Result<uint64_t> CollectGarbage();
 
-  std::string ContainerId(const std::string& slot) const { return opts_.container_prefix + "-" + slot; }
+  std::string ContainerId(const std::string& slot) const { return container_base_ + "-" + slot; }
   uint64_t bytes_downloaded() const { return bytes_downloaded_; }
 
  private:
@@ -111,6 +113,7 @@ class Updater {
   Slots slots_;
   BlobStore blobs_;
   uint64_t bytes_downloaded_ = 0;
+  std::string container_base_;
 };
 
 }  // namespace tug::agent
