@@ -22,4 +22,7 @@ struct Reference {
   std::string ToString() const;
 };
 
+// True for "sha256:" followed by 64 lowercase hex digits (the only digest algorithm Tugboat accepts).
+bool IsValidDigest(std::string_view digest);
+
 }  // namespace tug::registry
