@@ -189,7 +189,7 @@ struct Client::Impl {
   }
 
   Status PushBlobImpl(const Reference& repo, const std::string& digest, uint64_t size, const ChunkReader& read,
-                      const std::string& mount_from, std::atomic<uint64_t>* /*unused*/);
+                      const std::string& mount_from);
 };
 
 Client::Client(ClientOptions opts) : impl_(std::make_unique<Impl>(std::move(opts), &bytes_received_)) {}
@@ -291,7 +291,7 @@ Status Client::FetchBlob(const Reference& repo, const std::string& digest, uint6
 }
 
 Status Client::Impl::PushBlobImpl(const Reference& repo, const std::string& digest, uint64_t size,
-                                  const ChunkReader& read, const std::string& mount_from, std::atomic<uint64_t>*) {
+                                  const ChunkReader& read, const std::string& mount_from) {
   const std::string registry = repo.registry;
   std::string scope = PushScope(repo);
   TUG_ASSIGN_OR_RETURN(Url base, RegistryUrl(registry, "/v2/" + repo.repository + "/blobs/uploads/"));
@@ -364,7 +364,7 @@ Status Client::PushBlob(const Reference& repo, const std::string& digest, std::s
   ChunkReader read = [data](uint64_t off, size_t len, std::string&) -> Result<std::string_view> {
     return data.substr(static_cast<size_t>(off), len);
   };
-  return impl_->PushBlobImpl(repo, digest, data.size(), read, mount_from, nullptr);
+  return impl_->PushBlobImpl(repo, digest, data.size(), read, mount_from);
 }
 
 Status Client::PushBlobFile(const Reference& repo, const std::string& digest, const std::string& path,
@@ -393,7 +393,7 @@ Status Client::PushBlobFile(const Reference& repo, const std::string& digest, co
     }
     return std::string_view(scratch);
   };
-  Status s = impl_->PushBlobImpl(repo, digest, static_cast<uint64_t>(st.st_size), read, mount_from, nullptr);
+  Status s = impl_->PushBlobImpl(repo, digest, static_cast<uint64_t>(st.st_size), read, mount_from);
   ::close(fd);
   return s;
 }

@@ -355,3 +355,40 @@ TEST_CASE("skopeo reads an image pushed by the client") {
   CHECK(j.at("Digest") == im.manifest_digest);
   CHECK(j.at("Architecture") == "amd64");
 }
+
+TEST_CASE("HTTPS registries are verified against the configured CA and the certificate's address") {
+  RegistryServerOptions ro;
+  ro.tls = true;
+  auto reg = StartRegistry(ro);
+  ClientOptions trusted;
+  trusted.ca_file = reg->ca_file();
+  trusted.timeout = std::chrono::seconds(10);
+  Client c(trusted);
+  auto repo = Repo(*reg, "acme/tls");
+  auto st = c.Ping(reg->host_port());
+  INFO((st ? "" : st.error().Message()));
+  REQUIRE(st.has_value());
+  auto im = MakeImage("tls");
+  PushImage(c, repo, im, "v1");
+  auto m = c.GetManifest(repo, im.manifest_digest);
+  REQUIRE(m.has_value());
+
+  // Without the CA the self-signed certificate is refused.
+  ClientOptions untrusted;
+  untrusted.timeout = std::chrono::seconds(10);
+  Client u(untrusted);
+  auto refused = u.Ping(reg->host_port());
+  REQUIRE_FALSE(refused.has_value());
+  INFO(refused.error().Message());
+  CHECK(refused.error().context.find("certificate") != std::string::npos);
+
+  // The certificate names IP 127.0.0.1 only: "localhost" must not match it.
+  auto by_name = c.Ping("localhost:" + std::to_string(reg->port()));
+  REQUIRE_FALSE(by_name.has_value());
+  INFO(by_name.error().Message());
+  CHECK(by_name.error().context.find("certificate") != std::string::npos);
+
+  // Asking for plain HTTP to a TLS port is not a hang: Go answers 400.
+  Client plain(Insecure(*reg));
+  CHECK_FALSE(plain.Ping(reg->host_port()).has_value());
+}

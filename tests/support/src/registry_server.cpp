@@ -9,7 +9,8 @@
 namespace tug::testsupport {
 namespace {
 
-std::string ConfigYaml(const std::string& root, uint16_t port, const std::string& htpasswd_path) {
+std::string ConfigYaml(const std::string& root, uint16_t port, const std::string& htpasswd_path,
+                       const std::string& cert, const std::string& key) {
   std::ostringstream y;
   y << "version: 0.1\n"
     << "log:\n  level: info\n  accesslog:\n    disabled: false\n"
@@ -18,6 +19,7 @@ std::string ConfigYaml(const std::string& root, uint16_t port, const std::string
     << "  maintenance:\n    uploadpurging:\n      enabled: false\n"
     << "http:\n  addr: 127.0.0.1:" << port << "\n  secret: tugboat-test-secret\n"
     << "  headers:\n    X-Content-Type-Options: [nosniff]\n";
+  if (!cert.empty()) y << "  tls:\n    certificate: " << cert << "\n    key: " << key << "\n";
   if (!htpasswd_path.empty())
     y << "auth:\n  htpasswd:\n    realm: tugboat-test\n    path: " << htpasswd_path << "\n";
   return y.str();
@@ -43,12 +45,23 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::Start(const RegistryServ
     TUG_TRY(core::WriteFileDurable(env, htpasswd_path, hp.out));
   }
 
+  std::string cert, key;
+  if (opts.tls) {
+    cert = s->ca_file();
+    key = s->dir_.Sub("key.pem");
+    TUG_ASSIGN_OR_RETURN(auto gen, core::Run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                                              "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                                              "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                                              "subjectAltName=IP:127.0.0.1"}));
+    if (!gen.ok()) return MakeError(Errc::kInternal, "openssl req: " + gen.Describe());
+  }
+
   // The port can be taken between FreeLoopbackPort() and the registry's bind; a couple of attempts cover that.
   std::string last_error;
   for (int attempt = 0; attempt < 3; ++attempt) {
     s->port_ = FreeLoopbackPort();
     std::string cfg = s->dir_.Sub("config.yml");
-    TUG_TRY(core::WriteFileDurable(env, cfg, ConfigYaml(s->root_dir(), s->port_, htpasswd_path)));
+    TUG_TRY(core::WriteFileDurable(env, cfg, ConfigYaml(s->root_dir(), s->port_, htpasswd_path, cert, key)));
     TUG_ASSIGN_OR_RETURN(s->process_, core::Spawn({"docker-registry", "serve", cfg}, s->log_path()));
     uint16_t port = s->port_;
     bool exited = false;
@@ -59,7 +72,8 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::Start(const RegistryServ
             return true;
           }
           int st = HttpGetStatus(port, "/v2/", std::chrono::milliseconds(500));
-          return st == 200 || st == 401;
+          // Over TLS the plain probe gets Go's "400 Client sent an HTTP request to an HTTPS server": it is up.
+          return st == 200 || st == 401 || (opts.tls && st == 400);
         },
         opts.start_timeout);
     if (up && !exited) return s;

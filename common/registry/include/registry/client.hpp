@@ -50,6 +50,8 @@ struct BlobInfo {
 // Receives blob bytes as they arrive; returning an error aborts the transfer with that error.
 using BlobSink = std::function<Status(std::string_view chunk)>;
 
+// Thread-safe: calls from several threads are serialised on the client's one connection pool, so use one Client
+// per concurrent transfer when parallelism matters. Idle keep-alive connections are reused per registry.
 class Client {
  public:
   explicit Client(ClientOptions opts = {});
@@ -68,7 +70,9 @@ class Client {
   Result<std::optional<BlobInfo>> HeadBlob(const Reference& repo, const std::string& digest);
 
   // GET a blob from `offset` (Range: bytes=offset-). If the registry ignores Range (200), the first `offset`
-  // bytes are skipped locally so the sink still sees only new bytes.
+  // bytes are skipped locally so the sink still sees only new bytes. Redirects (to a CDN or object store) are
+  // followed; credentials are never sent to another origin. A 416 for offset > 0 (nothing left after `offset`)
+  // succeeds with no bytes: the caller's digest check decides whether the blob is complete.
   Status FetchBlob(const Reference& repo, const std::string& digest, uint64_t offset, const BlobSink& sink);
 
   // Uploads a blob unless the registry has it. With `mount_from` (another repository on the same registry)

@@ -20,6 +20,8 @@ struct RegistryServerOptions {
   std::string username;
   std::string password;
   std::chrono::milliseconds start_timeout{std::chrono::seconds(10)};
+  // Serve HTTPS with a fresh self-signed certificate for IP 127.0.0.1 (openssl CLI); ca_file() names it.
+  bool tls = false;
 };
 
 class RegistryServer {
@@ -39,6 +41,8 @@ class RegistryServer {
   // Path of the blob's data file in the storage ("sha256:<hex>" digest).
   std::string BlobDataPath(const std::string& digest) const;
   std::string log_path() const { return dir_.Sub("registry.log"); }
+  // PEM certificate to trust when started with tls (self-signed, so it is its own CA).
+  std::string ca_file() const { return dir_.Sub("cert.pem"); }
   // Last `max_bytes` of the registry's log, for failure messages.
   std::string LogTail(size_t max_bytes = 4096) const;
 
