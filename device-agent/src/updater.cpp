@@ -149,7 +149,9 @@ Status Updater::RunFrom(Journal& j) {
         break;
       case UpdateState::kInstalling:
         if (auto st = InstallSlot(j); !st) {
-          // The half-unpacked slot is never activated; mark it so and keep running the active one.
+          // The half-unpacked slot is never activated. Free its space first (the failure may be a full disk, and the
+          // journal write below needs room), then mark it failed and keep running the active one.
+          (void)env_.RemoveAll(slots_.RootfsDir(j.target_slot));
           if (auto rec = slots_.Read(j.target_slot)) {
             rec->status = SlotStatus::kFailed;
             (void)slots_.Write(*rec);
