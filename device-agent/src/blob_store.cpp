@@ -112,10 +112,13 @@ Status BlobStore::Fetch(registry::Client& client, const registry::Reference& rep
     return {};
   };
 
+  // Attempts and backoff count only tries that made no progress: a 4G link that drops every few hundred KiB but keeps
+  // delivering is resumed at once, while a dead link backs off and eventually gives up.
   auto backoff = policy.initial_backoff;
   for (int attempt = 1;; ++attempt) {
     if (file->Size() == size) break;
-    auto st = client.FetchBlob(repo, digest, file->Size(), sink);
+    const uint64_t before = file->Size();
+    auto st = client.FetchBlob(repo, digest, before, sink);
     if (st && file->Size() == size) break;
     Error err = st ? Error{make_error_code(Errc::kUnavailable), "connection ended after " +
                                                                      std::to_string(file->Size()) + " of " +
@@ -131,7 +134,13 @@ Status BlobStore::Fetch(registry::Client& client, const registry::Reference& rep
       (void)checkpoint();  // keep what we have for the next try
       return tl::unexpected(Wrap(err, "downloading " + digest + " (attempt " + std::to_string(attempt) + ")"));
     }
-    spdlog::warn("download of {} interrupted at {} bytes ({}); retrying in {} ms", digest, file->Size(),
+    if (file->Size() > before) {
+      attempt = 0;
+      backoff = policy.initial_backoff;
+      spdlog::info("download of {} cut at {} of {} bytes ({}); resuming", digest, file->Size(), size, err.Message());
+      continue;
+    }
+    spdlog::warn("download of {} made no progress at {} bytes ({}); retrying in {} ms", digest, file->Size(),
                  err.Message(), backoff.count());
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, policy.max_backoff);

@@ -182,8 +182,11 @@ Status Updater::RunFrom(Journal& j) {
 Status Updater::Download(Journal& j) {
   TUG_ASSIGN_OR_RETURN(auto ref, registry::Reference::Parse(j.repository + "@" + j.digest));
   registry::Client client(opts_.registry);
-  const uint64_t received_before = client.bytes_received();
-  auto count = [&] { bytes_downloaded_ += client.bytes_received() - received_before; };
+  uint64_t counted = client.bytes_received();
+  auto count = [&] {
+    bytes_downloaded_ += client.bytes_received() - counted;
+    counted = client.bytes_received();
+  };
 
   auto fetch_manifest = [&](const std::string& digest) -> Result<std::string> {
     if (blobs_.Has(digest)) return blobs_.Read(digest);
@@ -238,9 +241,17 @@ Status Updater::Download(Journal& j) {
                                          std::to_string(missing >> 20) + " MiB + unpack), " +
                                          std::to_string(free_bytes >> 20) + " MiB free");
 
+  // Progress covers what this update downloads, not layers already in the blob store.
   uint64_t done_before = 0;
+  total = 0;
+  std::vector<oci::Descriptor> to_fetch;
+  for (const auto& l : manifest.layers)
+    if (!blobs_.Has(l.digest)) {
+      to_fetch.push_back(l);
+      total += static_cast<uint64_t>(l.size);
+    }
   auto last_report = std::chrono::steady_clock::now() - 2s;
-  for (const auto& l : manifest.layers) {
+  for (const auto& l : to_fetch) {
     auto progress = [&](const FetchProgress& p) {
       auto now = std::chrono::steady_clock::now();
       if (observer_.on_progress && (now - last_report >= 1s || p.bytes == p.total)) {
@@ -253,6 +264,7 @@ Status Updater::Download(Journal& j) {
     if (!st) return st;
     done_before += static_cast<uint64_t>(l.size);
   }
+  count();
   if (observer_.on_progress) observer_.on_progress("downloaded", total, total);
   return {};
 }
@@ -377,7 +389,7 @@ Status Updater::Commit(Journal& j) {
 }
 
 Status Updater::RollBackTo(Journal& j, const Error& cause) {
-  spdlog::error("job {}: {}; rolling back", j.job_id, cause.Message());
+  spdlog::warn("job {}: rolling back to slot {}", j.job_id, j.from_slot.empty() ? "(none)" : j.from_slot);
   if (auto st = runtime_.Stop(ContainerId(j.target_slot), opts_.stop_grace); !st)
     spdlog::warn("stopping the failed container: {}", st.error().Message());
   if (auto rec = slots_.Read(j.target_slot); rec && rec->status != SlotStatus::kCommitted) {

@@ -48,12 +48,16 @@ TEST_CASE("a download stopped midway resumes from its checkpoint in a new proces
   REQUIRE(dir.Create(*core::DefaultEnv()));
   agent::FetchPolicy once;
   once.max_attempts = 1;
+  once.checkpoint_bytes = 64 << 10;
+  uint64_t partial = 0;
   {
     registry::Client c(registry::ClientOptions{{via}, "", "", "", std::chrono::seconds(10), 8 << 20});
     agent::BlobStore store(*core::DefaultEnv(), dir);
     auto st = store.Fetch(c, repo, layer.digest, static_cast<uint64_t>(layer.size), once, {});
     REQUIRE_FALSE(st);  // cut at 3 MiB, no retries allowed: the "process" gives up here
-    CHECK(store.PartialBytes(layer.digest) >= (2 << 20));
+    // The RST discards what was still in the socket buffer, so less than 3 MiB arrived; all of it was kept.
+    partial = store.PartialBytes(layer.digest);
+    CHECK(partial > 0);
   }
   proxy.set_cut_after(0);
   registry::Client c(registry::ClientOptions{{via}, "", "", "", std::chrono::seconds(10), 8 << 20});
@@ -61,5 +65,7 @@ TEST_CASE("a download stopped midway resumes from its checkpoint in a new proces
   REQUIRE(store.Fetch(c, repo, layer.digest, static_cast<uint64_t>(layer.size), once, {}));
   CHECK(store.Has(layer.digest));
   INFO("second attempt received " << c.bytes_received() << " of " << layer.size);
-  CHECK(c.bytes_received() <= static_cast<uint64_t>(layer.size) - (2 << 20));
+  // The new process trusts only the checkpointed prefix, so it fetches the rest plus at most one checkpoint chunk.
+  CHECK(c.bytes_received() <= static_cast<uint64_t>(layer.size) - partial + (64 << 10));
+  CHECK(c.bytes_received() >= static_cast<uint64_t>(layer.size) - partial);
 }

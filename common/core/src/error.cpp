@@ -49,7 +49,11 @@ std::error_code make_error_code(Errc e) { return {static_cast<int>(e), TugCatego
 
 std::string Error::Message() const {
   if (context.empty()) return code.message();
-  return context + ": " + code.message();
+  // Contexts often end with the code's own words already ("...: health check failed"); do not say it twice.
+  const std::string name = code.message();
+  if (context.size() >= name.size() && context.compare(context.size() - name.size(), name.size(), name) == 0)
+    return context;
+  return context + ": " + name;
 }
 
 tl::unexpected<Error> ErrnoError(int err, std::string context) {

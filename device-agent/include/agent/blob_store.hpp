@@ -27,7 +27,7 @@ struct FetchProgress {
 using ProgressFn = std::function<void(const FetchProgress&)>;
 
 struct FetchPolicy {
-  int max_attempts = 8;                       // per blob, for retryable errors
+  int max_attempts = 8;                       // consecutive tries without progress, for retryable errors
   std::chrono::milliseconds initial_backoff{200};
   std::chrono::milliseconds max_backoff{5000};
   uint64_t checkpoint_bytes = 1 << 20;        // fsync + checkpoint every this many bytes
