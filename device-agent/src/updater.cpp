@@ -404,6 +404,9 @@ Status Updater::RollBackTo(Journal& j, const Error& cause) {
     return tl::unexpected(cause);
   }
   TUG_TRY(slots_.SwitchActive(j.from_slot));
+  // Restart the rollback target even if it looks alive: an agent killed mid-switch may already have sent it SIGTERM,
+  // and a dying container still reads "running" for a moment.
+  TUG_TRY(runtime_.Stop(ContainerId(j.from_slot), opts_.stop_grace));
   TUG_TRY(runtime_.Start(ContainerId(j.from_slot), slots_.BundleDir(j.from_slot)));
   TUG_TRY(Fail(j, UpdateState::kRolledBack, cause));
   return tl::unexpected(Wrap(cause, "rolled back to slot " + j.from_slot));

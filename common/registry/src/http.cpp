@@ -282,6 +282,9 @@ struct HttpTransport::Impl {
     http::response_parser<http::buffer_body> p;
     p.body_limit(std::numeric_limits<std::uint64_t>::max());
     if (req.method == "HEAD") p.skip(true);
+    // Beast sizes each socket read by the dynamic buffer's free capacity (512 bytes by default): give it room so a
+    // 100 MB layer is read in 64 KiB gulps, not 200,000 tiny ones.
+    c.buffer.reserve(64 << 10);
     c.Lowest().expires_after(opts.timeout);
     co_await http::async_read_header(s, c.buffer, p, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
