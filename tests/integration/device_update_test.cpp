@@ -69,6 +69,17 @@ TEST_CASE("an arm64 device installs v1, updates to v2 fetching only the changed 
   // The container really runs the arm64 busybox (under QEMU here).
   CHECK(Exec(dev.runtime, id1, "uname -m || busybox uname -m").find("aarch64") != std::string::npos);
 
+  // Restarting the agent (boot-time recovery) leaves a healthy app alone: same container process.
+  auto pid_of = [&](const std::string& id) {
+    auto r = core::Run({"runc", "--root", dev.state + "/runc", "state", id});
+    REQUIRE(r);
+    return nlohmann::json::parse(r->out).value("pid", 0);
+  };
+  const int pid = pid_of(id1);
+  auto rec = RunAgent({"--state-dir", dev.state, "--platform", "linux/arm64/v8", "recover"});
+  REQUIRE(rec.ok());
+  CHECK(pid_of(id1) == pid);
+
   const uint64_t before = dev.updater.bytes_downloaded();
   REQUIRE(dev.Install(h.Sign(v2, 2)));
   const uint64_t fetched = dev.updater.bytes_downloaded() - before;
