@@ -22,6 +22,8 @@ PACKAGES=(
   libboost-dev libssl-dev libsodium-dev libarchive-dev zlib1g-dev libzstd-dev
   nlohmann-json3-dev libexpected-dev libcli11-dev libspdlog-dev libfmt-dev catch2
   libsqlite3-dev libmosquitto-dev
+  # libarchive's private dependencies, so that `cross/build-agent.sh --static` can link libarchive.a
+  liblzma-dev libbz2-dev liblz4-dev libacl1-dev nettle-dev libxml2-dev
 )
 
 usage() { echo "usage: $0 arm64|armhf [DIR]" >&2; exit 2; }
@@ -91,11 +93,29 @@ start=$(date +%s)
 say "mmdebstrap --arch=$ARCH --variant=apt $SUITE (${#PACKAGES[@]} -dev packages; about 2.5 min)"
 include=$(IFS=,; echo "${PACKAGES[*]}")
 # Docs, man pages and locales are of no use to a compiler; leaving them out saves time and space.
-mmdebstrap --arch="$ARCH" --variant=apt --include="$include" \
-  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-  "$SUITE" "$NEW" 2>&1 | sed -u 's/^/  /' >&2 || {
-  say "mmdebstrap failed (see above; it needs arch-test, qemu-user-static and Debian's mirror)"; exit 1; }
+# Debian's mirrors are sometimes caught mid-sync ("File has unexpected size"): retry. The mirror reachable here has
+# served a bookworm-security index that never matches its InRelease; the last attempt goes without that suite
+# (headers and libraries then lack the latest security point releases: harmless for compiling, said loudly).
+SOURCES=()
+attempt=1
+until mmdebstrap --arch="$ARCH" --variant=apt --include="$include" \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    "$SUITE" "$NEW" "${SOURCES[@]}" 2>&1 | sed -u 's/^/  /' >&2; do
+  rm -rf "$NEW"
+  if [ $attempt -ge 3 ]; then
+    say "mmdebstrap failed $attempt times (see above; it needs arch-test, qemu-user-static and Debian's mirror)"
+    exit 1
+  fi
+  attempt=$((attempt + 1))
+  if [ $attempt = 3 ]; then
+    say "WARNING: attempt 3/3 without the bookworm-security suite (its index failed twice above)"
+    SOURCES=("deb http://deb.debian.org/debian $SUITE main" "deb http://deb.debian.org/debian $SUITE-updates main")
+  fi
+  say "mmdebstrap failed; attempt $attempt/3 in 20s"
+  sleep 20
+done
+[ ${#SOURCES[@]} = 0 ] || echo "built without $SUITE-security (its index did not match the mirror's InRelease)" >"$NEW/.tugboat-sysroot.degraded"
 say "mmdebstrap done in $(( $(date +%s) - start ))s"
 
 # Rewrite absolute symlinks relative to the sysroot: /lib/x -> ../../lib/x as seen from the link's directory.

@@ -14,6 +14,7 @@ PACKAGES=(
   libsqlite3-dev libmosquitto-dev
   docker-registry apache2-utils runc qemu-user-static skopeo umoci mosquitto mosquitto-clients
   iproute2 procps psmisc util-linux
+  mmdebstrap arch-test g++-aarch64-linux-gnu g++-arm-linux-gnueabihf binutils-aarch64-linux-gnu file
 )
 
 missing=()
