@@ -32,116 +32,13 @@
 #include "core/env.hpp"
 #include "core/log.hpp"
 #include "crypto/sha256.hpp"
+#include "fixtures/cutting_proxy.hpp"
 #include "registry/client.hpp"
 #include "testsupport/registry_server.hpp"
 #include "testsupport/temp_dir.hpp"
 
 namespace tug::bench {
 namespace {
-
-// Forwards 127.0.0.1:port() to 127.0.0.1:upstream_port, one thread per connection, and closes a connection (both
-// sides) once it has carried `cut_every` bytes from upstream to the client.
-class CuttingProxy {
- public:
-  CuttingProxy(uint16_t upstream_port, uint64_t cut_every) : upstream_port_(upstream_port), cut_every_(cut_every) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listen_fd_, 64) != 0)
-      Die("proxy: bind/listen failed");
-    socklen_t len = sizeof a;
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-    acceptor_ = std::thread([this] { AcceptLoop(); });
-  }
-  ~CuttingProxy() {
-    stop_ = true;
-    acceptor_.join();
-    std::lock_guard lk(mu_);
-    for (auto& t : conns_) t.join();
-    ::close(listen_fd_);
-  }
-  uint16_t port() const { return port_; }
-  uint64_t cuts() const { return cuts_.load(); }
-  uint64_t connections() const { return connections_.load(); }
-
- private:
-  void AcceptLoop() {
-    while (!stop_) {
-      pollfd p{listen_fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) continue;
-      int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) continue;
-      ++connections_;
-      std::lock_guard lk(mu_);
-      conns_.emplace_back([this, c] { Serve(c); });
-    }
-  }
-
-  static bool SendAll(int fd, const char* p, size_t n) {
-    while (n > 0) {
-      ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-      if (w <= 0) return false;
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-    return true;
-  }
-
-  void Serve(int client) {
-    int up = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(upstream_port_);
-    if (::connect(up, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      ::close(up);
-      ::close(client);
-      return;
-    }
-    uint64_t budget = cut_every_;
-    std::vector<char> buf(64 << 10);
-    bool open = true;
-    while (open && !stop_) {
-      pollfd p[2] = {{client, POLLIN, 0}, {up, POLLIN, 0}};
-      if (::poll(p, 2, 50) <= 0) continue;
-      if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-        ssize_t n = ::recv(client, buf.data(), buf.size(), 0);
-        if (n <= 0 || !SendAll(up, buf.data(), static_cast<size_t>(n))) open = false;
-      }
-      if (open && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-        ssize_t n = ::recv(up, buf.data(), std::min<uint64_t>(buf.size(), budget), 0);
-        if (n <= 0 || !SendAll(client, buf.data(), static_cast<size_t>(n))) {
-          open = false;
-        } else {
-          budget -= static_cast<uint64_t>(n);
-          if (budget == 0) {
-            // The link drops mid-response. A FIN rather than a RST: a RST would also discard whatever the client
-            // had not read yet, making the bytes the client gets per cut depend on its read timing.
-            ++cuts_;
-            ::shutdown(client, SHUT_WR);
-            open = false;
-          }
-        }
-      }
-    }
-    ::close(up);
-    ::close(client);
-  }
-
-  uint16_t upstream_port_;
-  uint64_t cut_every_;
-  int listen_fd_ = -1;
-  uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> cuts_{0}, connections_{0};
-  std::mutex mu_;
-  std::vector<std::thread> conns_;
-  std::thread acceptor_;
-};
 
 struct Outcome {
   bool completed = false;
@@ -177,7 +74,7 @@ int Main(int argc, char** argv) {
     Must(pusher.PushBlob(ref, digest, blob), "push blob");
   }
 
-  auto through = [&](CuttingProxy& proxy, registry::ClientOptions& o) {
+  auto through = [&](fixtures::CuttingProxy& proxy, registry::ClientOptions& o) {
     const std::string hp = "127.0.0.1:" + std::to_string(proxy.port());
     o.insecure_registries.insert(hp);
     o.timeout = std::chrono::seconds(10);
@@ -187,7 +84,7 @@ int Main(int argc, char** argv) {
   // Ours: the agent's resuming blob store.
   Outcome ours;
   {
-    CuttingProxy proxy(registry->port(), cut_kib << 10);
+    fixtures::CuttingProxy proxy(registry->port(), cut_kib << 10, fixtures::CuttingProxy::CutStyle::kFin);
     registry::ClientOptions o;
     auto ref = through(proxy, o);
     registry::Client client(o);
@@ -212,7 +109,7 @@ int Main(int argc, char** argv) {
   // Naive: restart from byte 0 after every cut.
   Outcome naive;
   {
-    CuttingProxy proxy(registry->port(), cut_kib << 10);
+    fixtures::CuttingProxy proxy(registry->port(), cut_kib << 10, fixtures::CuttingProxy::CutStyle::kFin);
     registry::ClientOptions o;
     auto ref = through(proxy, o);
     registry::Client client(o);

@@ -215,35 +215,7 @@ TEST_CASE("bad releases and bad content are rejected with a clear error and the 
              {{oci::TarEntry::Type::kHardlink, "pw", "", "/etc/passwd", 0644}},
              {{oci::TarEntry::Type::kCharDevice, "dev/mem", "", "", 0600}}}) {
       // A valid image around one hostile layer, signed by the trusted key: signatures do not make tars safe.
-      auto layer = oci::LayerFromEntries(entries);
-      REQUIRE(h.client->PushBlob(h.Repo(), layer.digest, layer.data));
-      auto m = h.client->GetManifest(h.Repo(), v2.manifests.at("linux/amd64"));
-      auto manifest = *oci::ParseManifest(m->bytes);
-      auto config = *oci::ParseImageConfig(h.client->GetManifest(h.Repo(), v2.manifests.at("linux/amd64"))
-                                               .and_then([&](auto&&) -> Result<std::string> {
-                                                 std::string out;
-                                                 TUG_TRY(h.client->FetchBlob(h.Repo(), manifest.config.digest, 0,
-                                                                             [&](std::string_view c) -> tug::Status {
-                                                                               out.append(c);
-                                                                               return {};
-                                                                             }));
-                                                 return out;
-                                               })
-                                               .value());
-      oci::Descriptor d;
-      d.media_type = layer.media_type;
-      d.digest = layer.digest;
-      d.size = static_cast<int64_t>(layer.data.size());
-      manifest.layers.push_back(d);
-      config.diff_ids.push_back(layer.diff_id);
-      auto cfg = oci::Serialize(config);
-      REQUIRE(h.client->PushBlob(h.Repo(), crypto::Sha256Digest(cfg), cfg));
-      manifest.config.digest = crypto::Sha256Digest(cfg);
-      manifest.config.size = static_cast<int64_t>(cfg.size());
-      auto mb = oci::Serialize(manifest);
-      REQUIRE(h.client->PushManifest(h.Repo(), crypto::Sha256Digest(mb), mb, oci::media::kOciManifest));
-      fixtures::PushedImage img;
-      img.index_digest = crypto::Sha256Digest(mb);
+      auto img = h.PushWithExtraLayer(v2, oci::LayerFromEntries(entries));
       auto st = dev.Install(h.Sign(img, 6));
       REQUIRE_FALSE(st);
       INFO(st.error().Message());
@@ -268,29 +240,8 @@ TEST_CASE("bad releases and bad content are rejected with a clear error and the 
     agent::Updater up(*core::DefaultEnv(), agent::StateDir(small.Sub("state")), rt, *core::SystemClock(), opts);
     REQUIRE(up.Init(h.root_json));
     REQUIRE(up.Install(h.Sign(v1, 1)));
-    auto zeros = oci::LayerFromEntries({{oci::TarEntry::Type::kFile, "app/zeros", std::string(40 << 20, '\0'), "", 0644}});
-    REQUIRE(h.client->PushBlob(h.Repo(), zeros.digest, zeros.data));
-    auto m = *oci::ParseManifest(h.client->GetManifest(h.Repo(), v2.manifests.at("linux/amd64"))->bytes);
-    std::string cfg_bytes;
-    REQUIRE(h.client->FetchBlob(h.Repo(), m.config.digest, 0, [&](std::string_view c) -> tug::Status {
-      cfg_bytes.append(c);
-      return {};
-    }));
-    auto config = *oci::ParseImageConfig(cfg_bytes);
-    oci::Descriptor d;
-    d.media_type = zeros.media_type;
-    d.digest = zeros.digest;
-    d.size = static_cast<int64_t>(zeros.data.size());
-    m.layers.push_back(d);
-    config.diff_ids.push_back(zeros.diff_id);
-    auto cfg = oci::Serialize(config);
-    REQUIRE(h.client->PushBlob(h.Repo(), crypto::Sha256Digest(cfg), cfg));
-    m.config.digest = crypto::Sha256Digest(cfg);
-    m.config.size = static_cast<int64_t>(cfg.size());
-    auto mb = oci::Serialize(m);
-    REQUIRE(h.client->PushManifest(h.Repo(), crypto::Sha256Digest(mb), mb, oci::media::kOciManifest));
-    fixtures::PushedImage img;
-    img.index_digest = crypto::Sha256Digest(mb);
+    auto img = h.PushWithExtraLayer(
+        v2, oci::LayerFromEntries({{oci::TarEntry::Type::kFile, "app/zeros", std::string(40 << 20, '\0'), "", 0644}}));
     auto st = up.Install(h.Sign(img, 2));
     REQUIRE_FALSE(st);
     INFO(st.error().Message());

@@ -6,7 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/state_dir.hpp"
+#include "crypto/sha256.hpp"
 #include "crypto/trust_root.hpp"
+#include "oci/image.hpp"
 
 namespace tug::itest {
 
@@ -85,6 +87,39 @@ std::string Harness::Sign(const fixtures::PushedImage& image, uint64_t version, 
   r.issued_at = core::SystemClock()->Now();
   r.expires_at = r.issued_at + expires_in;
   return crypto::SignRelease(r, {signer.value_or(key)});
+}
+
+fixtures::PushedImage Harness::PushWithExtraLayer(const fixtures::PushedImage& base, const oci::LayerBlob& layer) {
+  auto blob = [&](const std::string& digest) {
+    std::string out;
+    REQUIRE(client->FetchBlob(Repo(), digest, 0, [&](std::string_view c) -> tug::Status {
+      out.append(c);
+      return {};
+    }));
+    return out;
+  };
+  auto fetched = client->GetManifest(Repo(), base.manifests.at("linux/amd64"));
+  REQUIRE(fetched);
+  auto manifest = oci::ParseManifest(fetched->bytes);
+  REQUIRE(manifest);
+  auto config = oci::ParseImageConfig(blob(manifest->config.digest));
+  REQUIRE(config);
+  REQUIRE(client->PushBlob(Repo(), layer.digest, layer.data));
+  oci::Descriptor d;
+  d.media_type = layer.media_type;
+  d.digest = layer.digest;
+  d.size = static_cast<int64_t>(layer.data.size());
+  manifest->layers.push_back(d);
+  config->diff_ids.push_back(layer.diff_id);
+  const std::string cfg = oci::Serialize(*config);
+  REQUIRE(client->PushBlob(Repo(), crypto::Sha256Digest(cfg), cfg));
+  manifest->config.digest = crypto::Sha256Digest(cfg);
+  manifest->config.size = static_cast<int64_t>(cfg.size());
+  const std::string bytes = oci::Serialize(*manifest);
+  REQUIRE(client->PushManifest(Repo(), crypto::Sha256Digest(bytes), bytes, oci::media::kOciManifest));
+  fixtures::PushedImage out;
+  out.index_digest = crypto::Sha256Digest(bytes);
+  return out;
 }
 
 agent::UpdaterOptions Harness::Options(const std::string& platform) const {

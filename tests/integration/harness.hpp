@@ -12,6 +12,7 @@
 #include "crypto/ed25519.hpp"
 #include "crypto/release.hpp"
 #include "fixtures/app_image.hpp"
+#include "oci/layer.hpp"
 #include "registry/client.hpp"
 #include "testsupport/registry_server.hpp"
 #include "testsupport/temp_dir.hpp"
@@ -36,6 +37,9 @@ struct Harness {
   std::string Sign(const fixtures::PushedImage& image, uint64_t version,
                    std::optional<crypto::KeyPair> signer = std::nullopt,
                    std::chrono::seconds expires_in = std::chrono::hours(24), const std::string& repository = "");
+  // `base`'s linux/amd64 image with one more layer on top, pushed as a single-platform manifest (its digest is the
+  // returned index_digest): for hostile or oversized layers inside an otherwise valid, signed image.
+  fixtures::PushedImage PushWithExtraLayer(const fixtures::PushedImage& base, const oci::LayerBlob& layer);
   agent::UpdaterOptions Options(const std::string& platform = "linux/amd64") const;
   // State dir for a device, initialised with the trust root.
   std::string InitDevice(const std::string& name);

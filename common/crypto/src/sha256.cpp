@@ -97,4 +97,11 @@ Result<Digest> Digest::Parse(std::string_view s) {
   return Digest{std::string(algo), std::string(hex)};
 }
 
+bool IsSha256Digest(std::string_view d) {
+  if (d.size() != 71 || d.substr(0, 7) != "sha256:") return false;
+  for (char c : d.substr(7))
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
 }  // namespace tug::crypto

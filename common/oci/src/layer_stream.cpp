@@ -25,7 +25,7 @@ Result<bool> LayerStream::Fill() {
       src_eof_ = true;
       return false;
     }
-    compressed_hash_.Update(in_.data(), *n);
+    compressed_hash_.Update(std::string_view(in_.data(), *n));
     compressed_bytes_ += *n;
     in_pos_ = 0;
     in_len_ = *n;
@@ -39,7 +39,7 @@ Result<std::string_view> LayerStream::Emit(size_t n) {
     return MakeError(Errc::kUnsafeArchive, "layer expands beyond the limit of " + std::to_string(max_uncompressed_) +
                                                " uncompressed bytes");
   }
-  tar_hash_.Update(out_.data(), n);
+  tar_hash_.Update(std::string_view(out_.data(), n));
   return std::string_view(out_.data(), n);
 }
 

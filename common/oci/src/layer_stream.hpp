@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "oci/layer.hpp"
-#include "sha256.hpp"
+#include "crypto/sha256.hpp"
 
 namespace tug::oci::internal {
 
@@ -30,8 +30,8 @@ class LayerStream {
 
   uint64_t compressed_bytes() const { return compressed_bytes_; }
   uint64_t uncompressed_bytes() const { return uncompressed_bytes_; }
-  std::string Digest() { return compressed_hash_.Digest(); }
-  std::string DiffId() { return tar_hash_.Digest(); }
+  std::string Digest() { return "sha256:" + compressed_hash_.FinishHex(); }
+  std::string DiffId() { return "sha256:" + tar_hash_.FinishHex(); }
 
  private:
   // Refills in_ from the source; false at end of source.
@@ -43,8 +43,8 @@ class LayerStream {
   ByteSource& src_;
   Compression compression_;
   uint64_t max_uncompressed_;
-  Sha256 compressed_hash_;
-  Sha256 tar_hash_;
+  crypto::Sha256 compressed_hash_;
+  crypto::Sha256 tar_hash_;
   uint64_t compressed_bytes_ = 0;
   uint64_t uncompressed_bytes_ = 0;
   std::vector<char> in_;

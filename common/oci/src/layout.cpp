@@ -7,7 +7,7 @@
 #include <cerrno>
 
 #include "core/env.hpp"
-#include "sha256.hpp"
+#include "crypto/sha256.hpp"
 
 namespace tug::oci {
 
@@ -21,7 +21,7 @@ core::Env& Fs() { return *core::DefaultEnv(); }
 Result<std::string> HashFile(const std::string& path, int64_t* size) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError(errno, "opening " + path);
-  internal::Sha256 h;
+  crypto::Sha256 h;
   char buf[64 * 1024];
   int64_t total = 0;
   while (true) {
@@ -33,7 +33,7 @@ Result<std::string> HashFile(const std::string& path, int64_t* size) {
       return ErrnoError(err, "reading " + path);
     }
     if (n == 0) break;
-    h.Update(buf, static_cast<size_t>(n));
+    h.Update(std::string_view(buf, static_cast<size_t>(n)));
     total += n;
   }
   // The blob must be durable before it is renamed into the layout, or a crash could leave a named but empty blob.
@@ -44,7 +44,7 @@ Result<std::string> HashFile(const std::string& path, int64_t* size) {
   }
   ::close(fd);
   *size = total;
-  return h.Digest();
+  return "sha256:" + h.FinishHex();
 }
 
 }  // namespace
@@ -81,7 +81,7 @@ std::string ImageLayout::BlobPath(std::string_view digest) const {
 Result<Descriptor> ImageLayout::WriteBlob(std::string_view data, std::string_view media_type) {
   Descriptor desc;
   desc.media_type = std::string(media_type);
-  desc.digest = internal::Sha256Digest(data);
+  desc.digest = crypto::Sha256Digest(data);
   desc.size = static_cast<int64_t>(data.size());
   // Content addressing makes an existing blob with this name identical; rewriting it would only cost I/O.
   if (!HasBlob(desc.digest)) TUG_TRY(core::WriteFileDurable(Fs(), BlobPath(desc.digest), data));
@@ -111,20 +111,20 @@ Result<Descriptor> ImageLayout::ImportBlobFile(const std::string& path, std::str
 }
 
 Result<std::string> ImageLayout::ReadBlob(std::string_view digest) const {
-  if (!internal::IsSha256Digest(digest)) {
+  if (!crypto::IsSha256Digest(digest)) {
     return MakeError(Errc::kInvalidArgument, "unsupported or malformed digest '" + std::string(digest) + "'");
   }
   const std::string path = BlobPath(digest);
   if (!Fs().Exists(path)) return MakeError(Errc::kNotFound, "blob " + std::string(digest) + " not in " + dir_);
   TUG_ASSIGN_OR_RETURN(std::string data, Fs().ReadFile(path));
-  if (internal::Sha256Digest(data) != digest) {
+  if (crypto::Sha256Digest(data) != digest) {
     return MakeError(Errc::kIntegrity, "blob " + std::string(digest) + " in " + dir_ + " does not match its digest");
   }
   return data;
 }
 
 bool ImageLayout::HasBlob(std::string_view digest) const {
-  return internal::IsSha256Digest(digest) && Fs().Exists(BlobPath(digest));
+  return crypto::IsSha256Digest(digest) && Fs().Exists(BlobPath(digest));
 }
 
 Result<Index> ImageLayout::ReadIndex() const {

@@ -12,7 +12,7 @@
 #include <utility>
 
 #include "oci/layer.hpp"
-#include "sha256.hpp"
+#include "crypto/sha256.hpp"
 
 namespace tug::oci {
 
@@ -66,9 +66,9 @@ struct Entry {
 
 LayerBlob MakeBlob(std::string tar) {
   LayerBlob blob;
-  blob.diff_id = internal::Sha256Digest(tar);
+  blob.diff_id = crypto::Sha256Digest(tar);
   blob.data = Gzip(tar);
-  blob.digest = internal::Sha256Digest(blob.data);
+  blob.digest = crypto::Sha256Digest(blob.data);
   blob.media_type = std::string(media::kOciLayerGzip);
   return blob;
 }

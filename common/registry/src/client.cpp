@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "challenge.hpp"
-#include "digest.hpp"
+#include "crypto/sha256.hpp"
 #include "http.hpp"
 
 namespace tug::registry {
@@ -219,7 +219,7 @@ Result<FetchedManifest> Client::GetManifest(const Reference& repo, const std::st
   if (resp.body.size() > kMaxManifestBytes)
     return MakeError(Errc::kProtocol, what + ": manifest larger than " + std::to_string(kMaxManifestBytes) + " bytes");
   FetchedManifest m;
-  m.digest = internal::DigestOf(resp.body);
+  m.digest = crypto::Sha256Digest(resp.body);
   if (by_digest && m.digest != ref)
     return MakeError(Errc::kIntegrity, what + ": manifest content hashes to " + m.digest + ", not the requested digest");
   m.media_type = StripParams(resp.Header("Content-Type"));
@@ -400,7 +400,7 @@ Status Client::PushBlobFile(const Reference& repo, const std::string& digest, co
 
 Result<std::string> Client::PushManifest(const Reference& repo, const std::string& ref, std::string_view bytes,
                                          std::string_view media_type) {
-  std::string digest = internal::DigestOf(bytes);
+  std::string digest = crypto::Sha256Digest(bytes);
   if (ref.rfind("sha256:", 0) == 0 && ref != digest)
     return MakeError(Errc::kIntegrity, "pushing manifest as " + ref + ": its content hashes to " + digest);
   TUG_ASSIGN_OR_RETURN(Url url, impl_->RegistryUrl(repo.registry, "/v2/" + repo.repository + "/manifests/" + ref));

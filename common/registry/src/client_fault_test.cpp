@@ -3,7 +3,7 @@
 
 #include <chrono>
 
-#include "digest.hpp"
+#include "crypto/sha256.hpp"
 #include "registry/client.hpp"
 #include "testsupport/fake_http_server.hpp"
 #include "testsupport/net.hpp"
@@ -12,7 +12,7 @@ using tug::Errc;
 using tug::registry::Client;
 using tug::registry::ClientOptions;
 using tug::registry::Reference;
-using tug::registry::internal::DigestOf;
+using tug::crypto::Sha256Digest;
 using tug::testsupport::FakeHttpServer;
 using tug::testsupport::FakeRequest;
 using tug::testsupport::FakeResponse;
@@ -70,7 +70,7 @@ TEST_CASE("A server that stalls in the middle of a blob body times out") {
     return r;
   });
   Client c(InsecureFor(srv.host_port(), std::chrono::milliseconds(300)));
-  auto st = c.FetchBlob(Repo(srv.host_port(), "a"), DigestOf("x"), 0, [](std::string_view) { return tug::Status{}; });
+  auto st = c.FetchBlob(Repo(srv.host_port(), "a"), Sha256Digest("x"), 0, [](std::string_view) { return tug::Status{}; });
   REQUIRE_FALSE(st.has_value());
   CHECK(st.error().Is(Errc::kTimeout));
 }
@@ -107,12 +107,12 @@ TEST_CASE("A manifest served for a different digest than requested is an integri
   });
   Client c(InsecureFor(srv.host_port()));
   auto repo = Repo(srv.host_port(), "a");
-  auto other = DigestOf("something else");
+  auto other = Sha256Digest("something else");
   auto m = c.GetManifest(repo, other);
   REQUIRE_FALSE(m.has_value());
   CHECK(m.error().Is(Errc::kIntegrity));
   CHECK_FALSE(tug::IsRetryable(m.error()));
-  auto ok = c.GetManifest(repo, DigestOf(kManifest));
+  auto ok = c.GetManifest(repo, Sha256Digest(kManifest));
   REQUIRE(ok.has_value());
   CHECK(ok->media_type == media::kOciManifest);
 }
@@ -172,7 +172,7 @@ TEST_CASE("Bearer challenges are answered with a token fetched with credentials 
 
 TEST_CASE("Blob redirects to another host are followed without the registry's credentials") {
   std::string blob = "hello from the blob store";
-  std::string digest = DigestOf(blob);
+  std::string digest = Sha256Digest(blob);
   FakeHttpServer store([&](const FakeRequest& req) {
     FakeResponse r;
     if (req.Header("range") == "bytes=6-") {
@@ -226,7 +226,7 @@ TEST_CASE("A blob server that ignores Range still yields only the bytes after th
   });
   Client c(InsecureFor(srv.host_port()));
   std::string got;
-  auto st = c.FetchBlob(Repo(srv.host_port(), "a"), DigestOf(blob), 70001, [&](std::string_view chunk) {
+  auto st = c.FetchBlob(Repo(srv.host_port(), "a"), Sha256Digest(blob), 70001, [&](std::string_view chunk) {
     got.append(chunk);
     return tug::Status{};
   });
@@ -242,7 +242,7 @@ TEST_CASE("A sink error aborts the blob transfer with that error") {
     return r;
   });
   Client c(InsecureFor(srv.host_port()));
-  auto st = c.FetchBlob(Repo(srv.host_port(), "a"), DigestOf(blob), 0,
+  auto st = c.FetchBlob(Repo(srv.host_port(), "a"), Sha256Digest(blob), 0,
                         [](std::string_view) -> tug::Status { return tug::MakeError(Errc::kNoSpace, "disk full"); });
   REQUIRE_FALSE(st.has_value());
   CHECK(st.error().Is(Errc::kNoSpace));
@@ -267,7 +267,7 @@ TEST_CASE("Tag listing follows Link pagination") {
 
 TEST_CASE("Upload locations may be relative or absolute") {
   std::string data(3000, 'q');
-  std::string digest = DigestOf(data);
+  std::string digest = Sha256Digest(data);
   std::string hp;
   std::string received;
   FakeHttpServer srv([&](const FakeRequest& req) {

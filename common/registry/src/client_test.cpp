@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/subprocess.hpp"
-#include "digest.hpp"
+#include "crypto/sha256.hpp"
 #include "registry/client.hpp"
 #include "testsupport/registry_server.hpp"
 #include "testsupport/temp_dir.hpp"
@@ -15,7 +15,7 @@ using tug::Errc;
 using tug::registry::Client;
 using tug::registry::ClientOptions;
 using tug::registry::Reference;
-using tug::registry::internal::DigestOf;
+using tug::crypto::Sha256Digest;
 using tug::testsupport::RegistryServer;
 using tug::testsupport::RegistryServerOptions;
 namespace media = tug::oci::media;
@@ -71,20 +71,20 @@ struct TinyImage {
 TinyImage MakeImage(const std::string& label) {
   TinyImage im;
   im.layer = std::string(1024, '\0');  // two zero blocks: an empty tar archive
-  im.layer_digest = DigestOf(im.layer);
+  im.layer_digest = Sha256Digest(im.layer);
   nlohmann::json cfg = {{"architecture", "amd64"},
                         {"os", "linux"},
                         {"config", {{"Labels", {{"test", label}}}}},
                         {"rootfs", {{"type", "layers"}, {"diff_ids", {im.layer_digest}}}}};
   im.config = cfg.dump();
-  im.config_digest = DigestOf(im.config);
+  im.config_digest = Sha256Digest(im.config);
   nlohmann::json m = {
       {"schemaVersion", 2},
       {"mediaType", media::kOciManifest},
       {"config", {{"mediaType", media::kOciConfig}, {"digest", im.config_digest}, {"size", im.config.size()}}},
       {"layers", {{{"mediaType", media::kOciLayerTar}, {"digest", im.layer_digest}, {"size", im.layer.size()}}}}};
   im.manifest = m.dump();
-  im.manifest_digest = DigestOf(im.manifest);
+  im.manifest_digest = Sha256Digest(im.manifest);
   return im;
 }
 
@@ -111,7 +111,7 @@ TEST_CASE("A small blob is pushed, found by HEAD and fetched whole and from an o
   Client c(Insecure(*reg));
   auto repo = Repo(*reg, "acme/small");
   std::string data = Pattern(5000, 1);
-  std::string digest = DigestOf(data);
+  std::string digest = Sha256Digest(data);
 
   auto missing = c.HeadBlob(repo, digest);
   REQUIRE(missing.has_value());
@@ -144,7 +144,7 @@ TEST_CASE("A multi-megabyte blob is pushed in chunks and streamed back in pieces
   Client c(o);
   auto repo = Repo(*reg, "acme/large");
   std::string data = Pattern((3 << 20) + 12345, 2);
-  std::string digest = DigestOf(data);
+  std::string digest = Sha256Digest(data);
   auto st = c.PushBlob(repo, digest, data);
   INFO((st ? "" : st.error().Message()));
   REQUIRE(st.has_value());
@@ -169,12 +169,12 @@ TEST_CASE("A blob file larger than one chunk is uploaded from disk") {
   std::string data = Pattern(1'000'003, 3);
   std::string path = dir.Sub("blob");
   std::ofstream(path, std::ios::binary) << data;
-  std::string digest = DigestOf(data);
+  std::string digest = Sha256Digest(data);
   auto st = c.PushBlobFile(repo, digest, path);
   INFO((st ? "" : st.error().Message()));
   REQUIRE(st.has_value());
   CHECK(Fetch(c, repo, digest, 0) == data);
-  auto missing = c.PushBlobFile(repo, DigestOf("other"), dir.Sub("nope"));
+  auto missing = c.PushBlobFile(repo, Sha256Digest("other"), dir.Sub("nope"));
   CHECK_FALSE(missing.has_value());
 }
 
@@ -184,7 +184,7 @@ TEST_CASE("A blob is mounted from another repository of the same registry") {
   auto a = Repo(*reg, "acme/a");
   auto b = Repo(*reg, "acme/b");
   std::string data = Pattern(20000, 4);
-  std::string digest = DigestOf(data);
+  std::string digest = Sha256Digest(data);
   REQUIRE(c.PushBlob(a, digest, data).has_value());
   auto before = c.HeadBlob(b, digest);
   REQUIRE(before.has_value());
@@ -279,17 +279,17 @@ TEST_CASE("Referrers are added and read back through the sha256- tag fallback") 
   // The referrer artifact itself: an OCI manifest with subject.
   for (int i = 0; i < 2; ++i) {
     std::string blob = "{\"release\":" + std::to_string(i) + "}";
-    REQUIRE(c.PushBlob(repo, DigestOf(blob), blob).has_value());
-    REQUIRE(c.PushBlob(repo, DigestOf("{}"), "{}").has_value());
+    REQUIRE(c.PushBlob(repo, Sha256Digest(blob), blob).has_value());
+    REQUIRE(c.PushBlob(repo, Sha256Digest("{}"), "{}").has_value());
     nlohmann::json art = {
         {"schemaVersion", 2},
         {"mediaType", media::kOciManifest},
         {"artifactType", "application/vnd.tugboat.release.v1+json"},
-        {"config", {{"mediaType", media::kOciEmpty}, {"digest", DigestOf("{}")}, {"size", 2}}},
-        {"layers", {{{"mediaType", "application/vnd.tugboat.release.v1+json"}, {"digest", DigestOf(blob)}, {"size", blob.size()}}}},
+        {"config", {{"mediaType", media::kOciEmpty}, {"digest", Sha256Digest("{}")}, {"size", 2}}},
+        {"layers", {{{"mediaType", "application/vnd.tugboat.release.v1+json"}, {"digest", Sha256Digest(blob)}, {"size", blob.size()}}}},
         {"subject", {{"mediaType", media::kOciManifest}, {"digest", im.manifest_digest}, {"size", im.manifest.size()}}}};
     std::string bytes = art.dump();
-    auto d = c.PushManifest(repo, DigestOf(bytes), bytes, media::kOciManifest);
+    auto d = c.PushManifest(repo, Sha256Digest(bytes), bytes, media::kOciManifest);
     REQUIRE(d.has_value());
     tug::oci::Descriptor desc;
     desc.media_type = media::kOciManifest;

@@ -1,5 +1,7 @@
 #include "registry/reference.hpp"
 
+#include "crypto/sha256.hpp"
+
 #include <cctype>
 
 namespace tug::registry {
@@ -56,12 +58,7 @@ bool ValidHost(std::string_view h) {
 
 }  // namespace
 
-bool IsValidDigest(std::string_view d) {
-  if (d.size() != 71 || d.substr(0, 7) != "sha256:") return false;
-  for (char c : d.substr(7))
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  return true;
-}
+bool IsValidDigest(std::string_view d) { return crypto::IsSha256Digest(d); }
 
 Result<Reference> Reference::Parse(std::string_view s) {
   auto bad = [&](const std::string& why) {

@@ -30,6 +30,9 @@ std::string Sha256Digest(std::string_view data);
 // Hashes a file by streaming it; kNotFound if missing.
 Result<std::string> Sha256FileHex(const std::string& path);
 
+// True for "sha256:<64 lowercase hex>": the only digest form Tugboat turns into file names or URLs.
+bool IsSha256Digest(std::string_view digest);
+
 // A parsed OCI digest. Only sha256 is accepted (sha512 would be kUnsupported).
 struct Digest {
   std::string algorithm;  // "sha256"
