@@ -1,0 +1,3 @@
+#include "builder/cli.hpp"
+
+int main(int argc, char** argv) { return tug::builder::Main(argc, argv); }
