@@ -10,6 +10,8 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <random>
@@ -44,6 +46,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   void ArmWrite();
   void OnReadable();
   void OnWritable();
+  bool DeadWhileConnecting();
+  void FailDeadAttempt();
   void Tick();
 
   // libmosquitto callbacks; they run inside our mosquitto_loop_* calls, so on the io_context thread.
@@ -268,14 +272,46 @@ void Client::Impl::ArmWrite() {
                  });
 }
 
+// libmosquitto keeps retrying SSL_connect on a socket whose TCP connect failed or that the peer closed mid-handshake
+// (SSL_ERROR_SYSCALL counts as "try again"), which would spin on a permanently ready fd until connect_timeout.
+// A socket that signalled readiness while connecting must therefore be connected and open.
+bool Client::Impl::DeadWhileConnecting() {
+  if (state_ != State::kConnecting || fd_ < 0) return false;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+    errno = err;
+    return true;
+  }
+  sockaddr_storage peer{};
+  socklen_t plen = sizeof peer;
+  if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) return true;
+  char c;
+  if (::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+    errno = ECONNRESET;
+    return true;
+  }
+  return false;
+}
+
+void Client::Impl::FailDeadAttempt() {
+  const int err = errno;
+  AttemptFailed(refused_.value_or(
+      MakeError(Errc::kUnavailable, "connecting to " + opts_.host + ":" + std::to_string(opts_.port) + ": " +
+                                        std::strerror(err))
+          .value()));
+}
+
 void Client::Impl::OnReadable() {
   if (state_ == State::kStopped) return;
+  if (DeadWhileConnecting()) return FailDeadAttempt();
   mosquitto_loop_read(m_, 1);  // failures arrive through the disconnect callback or a closed socket
   AfterIo();
 }
 
 void Client::Impl::OnWritable() {
   if (state_ == State::kStopped) return;
+  if (DeadWhileConnecting()) return FailDeadAttempt();
   tcp_up_ = true;
   mosquitto_loop_write(m_, 1);
   // During the TLS handshake only loop_read advances SSL_connect (libmosquitto's own loop does the same when the
