@@ -92,7 +92,8 @@ class Engine {
   Engine(const BuildOptions& opts, Dockerfile df, DockerIgnore ignore, std::string work)
       : opts_(opts), df_(std::move(df)), ignore_(std::move(ignore)), cache_(opts.cache_dir), work_(std::move(work)) {}
 
-  Result<PlatformImage> BuildPlatform(const oci::Platform& target, size_t platform_index) {
+  Result<PlatformImage> BuildPlatform(const oci::Platform& target_in, size_t platform_index) {
+    const oci::Platform target = NormalizePlatform(target_in);
     std::vector<StageState> stages;
     step_ = 0;
     Vars global = Predefined(target);
@@ -188,7 +189,7 @@ class Engine {
       if (!ps) return fail(ps.error());
       auto p = oci::Platform::Parse(*ps);
       if (!p) return fail(p.error());
-      st->platform = *p;
+      st->platform = NormalizePlatform(*p);
     }
     Progress("FROM " + *base + (stage.name.empty() ? "" : " AS " + stage.name), st->platform);
     st->rootfs = dir + "/rootfs";

@@ -29,9 +29,8 @@ Result<std::vector<oci::Platform>> ParsePlatforms(const std::string& list) {
   std::string item;
   while (std::getline(in, item, ',')) {
     if (item.empty()) continue;
-    TUG_ASSIGN_OR_RETURN(auto p, oci::Platform::Parse(item));
-    if (p.architecture == "arm64" && p.variant.empty()) p.variant = "v8";
-    if (p.architecture == "arm" && p.variant.empty()) p.variant = "v7";
+    TUG_ASSIGN_OR_RETURN(auto parsed, oci::Platform::Parse(item));
+    const oci::Platform p = NormalizePlatform(parsed);
     for (const auto& q : out)
       if (q == p) return MakeError(Errc::kInvalidArgument, "platform " + item + " given twice");
     out.push_back(p);

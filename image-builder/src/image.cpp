@@ -114,12 +114,13 @@ std::string RefName(const std::string& tag) {
 
 }  // namespace
 
-std::string PlatformKey(const oci::Platform& p) {
-  oci::Platform n = p;
-  if (n.architecture == "arm64" && n.variant.empty()) n.variant = "v8";
-  if (n.architecture == "arm" && n.variant.empty()) n.variant = "v7";
-  return n.ToString();
+oci::Platform NormalizePlatform(oci::Platform p) {
+  if (p.architecture == "arm64" && p.variant.empty()) p.variant = "v8";
+  if (p.architecture == "arm" && p.variant.empty()) p.variant = "v7";
+  return p;
 }
+
+std::string PlatformKey(const oci::Platform& p) { return NormalizePlatform(p).ToString(); }
 
 Result<PlatformImage> LoadImage(const std::string& ref, const oci::Platform& platform,
                                 const registry::ClientOptions& client_opts) {
@@ -154,10 +155,7 @@ Result<Published> Publish(const std::vector<PlatformImage>& images, const Publis
     b.manifest_bytes = ManifestBytes(img, &b.config_bytes);
     b.manifest_digest = crypto::Sha256Digest(b.manifest_bytes);
     oci::Descriptor d = Desc(oci::media::kOciManifest, b.manifest_digest, b.manifest_bytes.size());
-    oci::Platform p = img.platform;
-    if (p.architecture == "arm64" && p.variant.empty()) p.variant = "v8";
-    if (p.architecture == "arm" && p.variant.empty()) p.variant = "v7";
-    d.platform = p;
+    d.platform = NormalizePlatform(img.platform);
     index.manifests.push_back(d);
     out.platforms[PlatformKey(img.platform)] = b.manifest_digest;
     built.push_back(std::move(b));

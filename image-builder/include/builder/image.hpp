@@ -55,6 +55,9 @@ Result<Published> Publish(const std::vector<PlatformImage>& images, const Publis
 // The manifest bytes for one image (config blob descriptor + layers), as Publish writes them.
 std::string ManifestBytes(const PlatformImage& image, std::string* config_bytes);
 
+// arm64 without a variant gets "v8", arm gets "v7" (what devices and the release format use).
+oci::Platform NormalizePlatform(oci::Platform p);
+
 // The release-style platform key: "linux/arm64/v8" for arm64 (variant normalised), "linux/arm/v7", "linux/amd64".
 std::string PlatformKey(const oci::Platform& p);
 
