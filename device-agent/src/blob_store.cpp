@@ -101,6 +101,7 @@ Status BlobStore::Fetch(registry::Client& client, const registry::Reference& rep
     return core::WriteFileDurable(env_, ckpt, std::to_string(file->Size()));
   };
   auto sink = [&](std::string_view chunk) -> Status {
+    if (policy.cancelled && policy.cancelled()) return MakeError(Errc::kCancelled, "download cancelled");
     if (file->Size() + chunk.size() > size)
       return MakeError(Errc::kIntegrity, "registry sent more than the " + std::to_string(size) +
                                              " bytes the manifest declares for " + digest);
@@ -124,6 +125,10 @@ Status BlobStore::Fetch(registry::Client& client, const registry::Reference& rep
                                                                      std::to_string(file->Size()) + " of " +
                                                                      std::to_string(size) + " bytes"}
                    : st.error();
+    if (err.Is(Errc::kCancelled)) {
+      (void)checkpoint();  // keep the bytes: a later job for the same blob resumes here
+      return tl::unexpected(err);
+    }
     if (err.Is(Errc::kIntegrity)) {
       (void)file->Close();
       (void)env_.RemoveFile(partial);

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "agent/daemon.hpp"
 #include "agent/updater.hpp"
 #include "core/log.hpp"
 
@@ -115,6 +116,10 @@ int Main(int argc, char** argv) {
   auto* cancel = app.add_subcommand("cancel", "cancel an update that has not started switching");
   auto* gc = app.add_subcommand("gc", "remove blobs that neither slot needs");
   auto* fsck = app.add_subcommand("fsck", "re-hash every stored blob");
+  std::string config_file;
+  auto* run = app.add_subcommand(
+      "run", "daemon: follow the controller over MQTT (needs --config FILE; see docs/device-agent.md)");
+  app.add_option("--config", config_file, "daemon config file (JSON) for `run`");
   fsck->add_flag("--repair", repair, "remove blobs that fail the check");
 
   try {
@@ -123,6 +128,20 @@ int Main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   core::InitLogging(log_level, "device-agent");
+  if (*run) {
+    if (config_file.empty()) {
+      std::fprintf(stderr, "device-agent: run needs --config FILE\n");
+      return 2;
+    }
+    auto cfg = LoadDaemonConfig(config_file);
+    if (!cfg) return Fail(cfg.error());
+    if (!StateDir(cfg->state_dir).Initialized(*core::DefaultEnv())) {
+      std::fprintf(stderr, "device-agent: %s is not initialised; run: device-agent --state-dir %s init --root root.json\n",
+                   cfg->state_dir.c_str(), cfg->state_dir.c_str());
+      return 1;
+    }
+    return RunDaemon(*cfg);
+  }
 
   auto plat = oci::Platform::Parse(platform);
   if (!plat) {

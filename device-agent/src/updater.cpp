@@ -101,6 +101,7 @@ Status Updater::Install(const std::string& envelope_json, const std::string& job
                                           " init --root root.json");
   TUG_ASSIGN_OR_RETURN(auto root, crypto::LoadTrustRoot(*root_text, clock_.Now()));
   TUG_ASSIGN_OR_RETURN(uint64_t ratchet, ReadRatchet(env_, dir_));
+  cancel_requested_ = false;  // a cancel aimed at an earlier job must not hit this one
 
   Journal j;
   j.job_id = job_id.empty() ? "local-" + core::FormatRfc3339(clock_.Now()) : job_id;
@@ -126,8 +127,20 @@ Status Updater::Install(const std::string& envelope_json, const std::string& job
   return RunFrom(j);
 }
 
+Status Updater::CheckCancelled() {
+  if (cancel_requested_.exchange(false)) return MakeError(Errc::kCancelled, "cancelled by operator");
+  return {};
+}
+
 Status Updater::RunFrom(Journal& j) {
   for (;;) {
+    if (j.state == UpdateState::kAccepted || j.state == UpdateState::kDownloading ||
+        j.state == UpdateState::kVerified || j.state == UpdateState::kInstalling) {
+      if (auto c = CheckCancelled(); !c) {
+        TUG_TRY(Fail(j, UpdateState::kFailed, c.error()));
+        return c;
+      }
+    }
     switch (j.state) {
       case UpdateState::kAccepted:
         TUG_TRY(Transition(j, UpdateState::kDownloading, opts_.download_deadline));
@@ -259,7 +272,10 @@ Status Updater::Download(Journal& j) {
         observer_.on_progress("downloading", done_before + p.bytes, total);
       }
     };
-    auto st = blobs_.Fetch(client, ref, l.digest, static_cast<uint64_t>(l.size), opts_.fetch, progress);
+    FetchPolicy policy = opts_.fetch;
+    policy.cancelled = [this] { return cancel_requested_.load(); };
+    auto st = blobs_.Fetch(client, ref, l.digest, static_cast<uint64_t>(l.size), policy, progress);
+    if (!st && st.error().Is(Errc::kCancelled)) cancel_requested_ = false;
     count();
     if (!st) return st;
     done_before += static_cast<uint64_t>(l.size);
@@ -502,6 +518,13 @@ Status Updater::Cancel() {
     default:
       return MakeError(Errc::kInvalidArgument, std::string("cannot cancel a job in state ") + ToString(j.state));
   }
+}
+
+Status Updater::RestartApp() {
+  TUG_ASSIGN_OR_RETURN(auto active, slots_.Active());
+  if (!active) return MakeError(Errc::kNotFound, "nothing is installed");
+  TUG_TRY(runtime_.Stop(ContainerId(*active), opts_.stop_grace));
+  return runtime_.Start(ContainerId(*active), slots_.BundleDir(*active));
 }
 
 Result<AgentStatus> Updater::GetStatus() {

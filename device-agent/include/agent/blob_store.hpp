@@ -31,6 +31,7 @@ struct FetchPolicy {
   std::chrono::milliseconds initial_backoff{200};
   std::chrono::milliseconds max_backoff{5000};
   uint64_t checkpoint_bytes = 1 << 20;        // fsync + checkpoint every this many bytes
+  std::function<bool()> cancelled;            // when it returns true the download stops with kCancelled
 };
 
 class BlobStore {

@@ -3,6 +3,7 @@
 // operator rollback. Blocking; one Updater per state dir at a time (callers hold the state dir lock).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -79,7 +80,17 @@ class Updater {
   Status Rollback();
 
   // Cancels a job that has not reached ACTIVATING (FAILED with kCancelled); later states cannot be cancelled.
+  // For a job left behind by a crash; a job running in another thread is stopped with RequestCancel().
   Status Cancel();
+
+  // Thread-safe: asks the job running in another thread to stop at its next check (between download chunks and
+  // before each state up to INSTALLING); it then ends FAILED with kCancelled. No effect once ACTIVATING began.
+  void RequestCancel() { cancel_requested_ = true; }
+
+  // Restarts the active app's container (operator "restart" command).
+  Status RestartApp();
+  // Makes sure the active slot's container runs (and only it); restarts it if it died. Cheap when all is well.
+  Status Supervise() { return EnsureActiveRunning(); }
 
   Result<AgentStatus> GetStatus();
 
@@ -112,8 +123,11 @@ class Updater {
   UpdateObserver observer_;
   Slots slots_;
   BlobStore blobs_;
+  Status CheckCancelled();
+
   uint64_t bytes_downloaded_ = 0;
   std::string container_base_;
+  std::atomic<bool> cancel_requested_{false};
 };
 
 }  // namespace tug::agent
