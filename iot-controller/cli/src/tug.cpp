@@ -1,5 +1,7 @@
 #include "cli/tug.hpp"
 
+#include <unistd.h>
+
 #include <iostream>
 #include <iterator>
 #include <sstream>
@@ -33,10 +35,13 @@ Result<std::chrono::seconds> ParseDurationFlag(const std::string& flag, const st
 }
 
 int Run(const std::vector<std::string>& args, const Io& io) {
-  CLI::App app{"tug: Tugboat operator CLI. Generates signing keys, builds device trust roots, and signs and verifies "
-               "releases (signed statements that pin an OCI image by digest).",
+  CLI::App app{"tug: Tugboat operator CLI. Generates signing keys, builds device trust roots, signs and verifies "
+               "releases (signed statements that pin an OCI image by digest), and drives the fleet controller: "
+               "devices, releases and staged rollouts.",
                "tug"};
   app.require_subcommand(1);
+  // Global options (--controller, --json, ...) may follow the subcommand: `tug devices list --json`.
+  app.fallthrough();
   app.footer(
       "Exit codes: 0 success, 1 the operation failed (reason on stderr), 2 usage error.\n"
       "Run 'tug COMMAND --help' for a command's flags and an example.\n\n"
@@ -45,12 +50,21 @@ int Run(const std::vector<std::string>& args, const Io& io) {
       "  tug trust init --key release-key.pub --threshold 1 --out root.json\n"
       "  tug release sign --key release-key --image 127.0.0.1:5000/acme/sensor@sha256:<hex> --version 1 "
       "> release.json\n"
-      "  tug release verify --root root.json release.json");
+      "  tug release verify --root root.json release.json\n\n"
+      "Fleet (controller at --controller or $TUG_CONTROLLER, token from --token, --token-file or $TUG_TOKEN):\n"
+      "  tug releases add release.json\n"
+      "  tug rollout create --release 1 --label site=berlin --phase 1@30s --phase 50% --phase 100%\n"
+      "  tug rollout watch r-1\n"
+      "  tug devices list --online");
 
-  Context ctx{io, {}};
+  Context ctx{io, {}, {}, {}};
+  AddFleetOptions(app, ctx);
   AddKeygenCommand(app, ctx);
   AddTrustCommands(app, ctx);
   AddReleaseCommands(app, ctx);
+  AddDevicesCommands(app, ctx);
+  AddReleasesCommands(app, ctx);
+  AddRolloutCommands(app, ctx);
 
   // CLI11 wants argv; it reports problems as exceptions, which stay inside this function.
   std::vector<std::string> storage;
@@ -75,13 +89,14 @@ int Run(const std::vector<std::string>& args, const Io& io) {
     io.err << "tug: " << st.error().Message() << "\n";
     return 1;
   }
-  return 0;
+  return ctx.exit_code.value_or(0);
 }
 
 int Main(int argc, char** argv) {
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
-  const Io io{std::cout, std::cerr, std::cin, *core::SystemClock()};
+  Io io{std::cout, std::cerr, std::cin, *core::SystemClock()};
+  io.tty = ::isatty(STDOUT_FILENO) == 1;
   return Run(args, io);
 }
 

@@ -1,11 +1,13 @@
-// `tug`, the operator CLI (DESIGN.md §9): key generation, trust roots, signing and verifying releases. Later it
-// grows fleet commands (devices, rollouts) that talk to the controller's API; each command group lives in its own
-// source file and registers itself on the shared CLI11 app.
+// `tug`, the operator CLI (DESIGN.md §6, §9): key generation, trust roots, signing and verifying releases, and the
+// fleet commands (devices, releases, rollouts) that talk to the controller's REST API. Each command group lives in
+// its own source file and registers itself on the shared CLI11 app.
 //
-// Exit codes: 0 success; 1 the operation failed (one line "tug: <why>" on stderr); 2 usage error (bad flags).
-// All commands are blocking and run on the calling thread.
+// Exit codes: 0 success; 1 the operation failed (one line "tug: <why>" on stderr); 2 usage error (bad flags);
+// 3 `rollout watch` gave up at its --timeout. All commands are blocking and run on the calling thread.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -20,6 +22,13 @@ struct Io {
   std::ostream& err;   // diagnostics
   std::istream& in;    // read when a file argument is "-"
   const core::Clock& clock;
+  // The seams below default to the process's own when left empty, so tests need not set them.
+  // Environment lookup (TUG_CONTROLLER, TUG_TOKEN); returns nullptr when unset, like std::getenv.
+  std::function<const char*(const char*)> getenv = nullptr;
+  // `out` is a terminal: `rollout watch` redraws its progress bars in place instead of appending lines.
+  bool tty = false;
+  // Waits between polls; tests advance a FakeClock instead of sleeping.
+  std::function<void(std::chrono::milliseconds)> sleep = nullptr;
 };
 
 // Runs one command line; `args` excludes the program name. Returns the process exit code.

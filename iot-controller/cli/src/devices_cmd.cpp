@@ -1,0 +1,126 @@
+// tug devices list|get|label: the fleet as the controller last heard from it.
+#include <memory>
+
+#include "fleet.hpp"
+
+namespace tug::cli {
+namespace {
+
+struct ListFlags {
+  std::vector<std::string> labels;
+  bool online = false;
+  bool offline = false;
+  uint64_t version = 0;
+};
+
+std::string Version(const Json& release) {
+  if (!release.is_object()) return "-";
+  return Num(release, "version");
+}
+
+std::string Job(const Json& d) {
+  if (!d.contains("job") || !d["job"].is_object()) return "-";
+  return Str(d["job"], "id") + " (" + Str(d["job"], "phase") + ")";
+}
+
+std::string ReleaseLine(const Json& r) {
+  if (!r.is_object()) return "-";
+  return "v" + Num(r, "version") + "  " + Str(r, "name") + "  " + Str(r, "digest");
+}
+
+void RenderList(const Io& io, const Json& j) {
+  Table t({"ID", "ONLINE", "LAST SEEN", "VERSION", "JOB", "ARCH", "LABELS"});
+  const Json devices = j.value("devices", Json::array());
+  for (const Json& d : devices) {
+    const bool online = d.value("online", false);
+    t.Add({Str(d, "id"), online ? "yes" : "no", HumanTime(Str(d, "last_seen", ""), io.clock.Now()),
+           Version(d.value("active", Json())), Job(d), Str(d, "arch"), LabelList(d.value("labels", Json()))});
+  }
+  t.Print(io.out);
+  if (devices.empty()) io.out << "(no devices match)\n";
+}
+
+void RenderDevice(const Io& io, const Json& d) {
+  Table t({"id:", Str(d, "id")});
+  const std::string seen = HumanTime(Str(d, "last_seen", ""), io.clock.Now());
+  t.Add({"online:", std::string(d.value("online", false) ? "yes" : "no") + " (last seen " + seen + ")"});
+  t.Add({"labels:", LabelList(d.value("labels", Json()))});
+  t.Add({"arch:", Str(d, "arch")});
+  t.Add({"agent:", Str(d, "agent_version")});
+  t.Add({"active:", ReleaseLine(d.value("active", Json()))});
+  t.Add({"previous:", ReleaseLine(d.value("previous", Json()))});
+  t.Add({"job:", Job(d)});
+  t.Print(io.out);
+}
+
+Status List(const Context& ctx, const ListFlags& f) {
+  std::string query;
+  auto add = [&query](const std::string& kv) { query += (query.empty() ? "?" : "&") + kv; };
+  for (const auto& l : f.labels) add("label=" + EscapeQueryValue(l));
+  if (f.online) add("online=true");
+  if (f.offline) add("online=false");
+  if (f.version) add("version=" + std::to_string(f.version));
+  return CallAndRender(ctx, "GET", "/devices" + query, "", [&ctx](const Json& j) { RenderList(ctx.io, j); });
+}
+
+Status Label(const Context& ctx, const std::string& id, const std::vector<std::string>& assignments) {
+  Json labels = Json::object();
+  for (const auto& a : assignments) {
+    auto [k, v] = ParseLabelArg("label", a);
+    labels[k] = v;
+  }
+  const Json body = {{"labels", labels}};
+  return CallAndRender(ctx, "PUT", "/devices/" + EscapePathSegment(id) + "/labels", body.dump(),
+                       [&](const Json& j) {
+                         // The answer is the device with its effective labels; older controllers may send nothing.
+                         const Json shown = j.is_object() && j.contains("labels") ? j["labels"] : labels;
+                         ctx.io.out << "labels of " << id << ": " << LabelList(shown) << "\n";
+                       });
+}
+
+}  // namespace
+
+void AddDevicesCommands(CLI::App& app, Context& ctx) {
+  CLI::App* devices = app.add_subcommand("devices", "List and inspect devices; set operator labels.");
+  devices->require_subcommand(1);
+
+  auto lf = std::make_shared<ListFlags>();
+  CLI::App* list = devices->add_subcommand("list", "List devices, optionally filtered.");
+  list->add_option("--label", lf->labels, "Only devices with this label (repeat: all must match)")
+      ->allow_extra_args(false)
+      ->type_name("KEY=VALUE");
+  auto* on = list->add_flag("--online", lf->online, "Only devices connected now");
+  list->add_flag("--offline", lf->offline, "Only devices not connected now")->excludes(on);
+  list->add_option("--version", lf->version, "Only devices running this release version")
+      ->check(AtLeastOne())
+      ->type_name("N");
+  list->footer("Example:\n  tug devices list --label site=berlin --online\n  tug devices list --version 42 --json");
+  list->callback([&ctx, lf] {
+    for (const auto& l : lf->labels) ParseLabelArg("--label", l);
+    ctx.action = [&ctx, lf] { return List(ctx, *lf); };
+  });
+
+  auto id = std::make_shared<std::string>();
+  CLI::App* get = devices->add_subcommand("get", "Show one device: labels, versions, current job.");
+  get->add_option("id", *id, "Device id")->required()->type_name("ID");
+  get->footer("Example:\n  tug devices get pi-0042");
+  get->callback([&ctx, id] {
+    ctx.action = [&ctx, id] {
+      return CallAndRender(ctx, "GET", "/devices/" + EscapePathSegment(*id), "",
+                           [&ctx](const Json& j) { RenderDevice(ctx.io, j); });
+    };
+  });
+
+  auto lid = std::make_shared<std::string>();
+  auto assignments = std::make_shared<std::vector<std::string>>();
+  CLI::App* label = devices->add_subcommand("label", "Set operator labels on a device (they win over reported ones).");
+  label->add_option("id", *lid, "Device id")->required()->type_name("ID");
+  label->add_option("labels", *assignments, "Labels to set")->required()->type_name("KEY=VALUE ...");
+  label->footer("Example:\n  tug devices label pi-0042 tier=canary site=berlin");
+  label->callback([&ctx, lid, assignments] {
+    for (const auto& a : *assignments) ParseLabelArg("label", a);
+    ctx.action = [&ctx, lid, assignments] { return Label(ctx, *lid, *assignments); };
+  });
+}
+
+}  // namespace tug::cli

@@ -1,0 +1,30 @@
+// Pieces of `tug rollout` shared between rollout_cmd.cpp (create, get, actions) and watch.cpp (live progress).
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "fleet.hpp"
+
+namespace tug::cli {
+
+// One phase of GET /rollouts/{id} as a progress line; `position` counts from 1 like the docs do:
+//   phase 2  50%  [#####.....]  3/6 ok  1 failed  0 unreached  soaking
+// The bar fills with succeeded devices over the phase's target: failures never look like progress.
+std::string PhaseLine(const Json& phase, size_t position);
+// "rollout r-1  running  release 42 "sensor 2.0.1"" — the first line of get and watch.
+std::string RolloutHeadline(const Json& rollout);
+// Devices whose outcome counts as a failure (failed, timed_out, rolled_back), with attempts and errors.
+void PrintFailedDevices(const Io& io, const Json& rollout);
+
+struct WatchFlags {
+  std::string id;
+  std::string interval = "1s";
+  std::string timeout = "30m";
+};
+
+// Polls the rollout until it ends. OK when it succeeded; an error carrying the abort reason when it was aborted or
+// cancelled (exit 1); sets ctx.exit_code = 3 when --timeout passes first.
+Status WatchRollout(Context& ctx, const WatchFlags& f);
+
+}  // namespace tug::cli
