@@ -1,0 +1,1 @@
+namespace tug::controller { int Main(int, char**) { return 0; } }

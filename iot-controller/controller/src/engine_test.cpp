@@ -1,0 +1,356 @@
+// Rollout engine against an in-memory (or on-disk, for restarts) Store, a fake clock and a recording publisher.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "controller/engine.hpp"
+#include "controller/store.hpp"
+#include "testsupport/temp_dir.hpp"
+
+using namespace tug;
+using namespace tug::controller;
+using nlohmann::json;
+
+namespace {
+
+struct Sent {
+  std::string topic, payload;
+  bool retain;
+};
+
+class RecordingPublisher : public Publisher {
+ public:
+  Status Publish(const std::string& topic, const std::string& payload, bool retain) override {
+    sent.push_back(Sent{.topic = topic, .payload = payload, .retain = retain});
+    return {};
+  }
+  std::vector<json> Desired(const std::string& dev) const {
+    std::vector<json> out;
+    for (const auto& s : sent)
+      if (s.topic == DeviceTopic(dev, "desired") && !s.payload.empty()) out.push_back(json::parse(s.payload));
+    return out;
+  }
+  size_t DesiredCount() const {
+    size_t n = 0;
+    for (const auto& s : sent) n += s.topic.find("/desired") != std::string::npos;
+    return n;
+  }
+  std::vector<Sent> sent;
+};
+
+struct Fixture {
+  explicit Fixture(const std::string& db = ":memory:")
+      : store(std::move(*Store::Open(db))), clock(core::TimePoint(std::chrono::seconds(1'800'000'000))),
+        engine(*store, pub, clock) {
+    Release r{.version = 5, .name = "sensor 5", .repository = "reg/acme/sensor", .digest = "sha256:aa",
+              .expires_at = "2030-01-01T00:00:00Z", .envelope = R"({"payloadType":"x","payload":"","signatures":[]})",
+              .created_at = 0};
+    REQUIRE(store->PutRelease(r));
+  }
+  void Online(const std::string& id, Labels labels = {{"site", "a"}}, uint64_t applied_v = 0) {
+    REQUIRE(engine.OnPresence(id, json{{"online", true}, {"boot_id", "b-" + id}}.dump()));
+    REQUIRE(engine.OnState(id, json{{"boot_id", "b-" + id}, {"seq", ++state_seq[id]}, {"applied_v", applied_v},
+                                    {"labels", labels}}.dump()));
+  }
+  void Offline(const std::string& id) { REQUIRE(engine.OnPresence(id, json{{"online", false}}.dump())); }
+  std::string Job(const std::string& dev) {
+    auto d = pub.Desired(dev);
+    REQUIRE(!d.empty());
+    return d.back()["job"].get<std::string>();
+  }
+  void Report(const std::string& dev, const std::string& state, uint64_t seq, json error = nullptr,
+              std::string job = "") {
+    if (job.empty()) job = Job(dev);
+    REQUIRE(engine.OnJobStatus(dev, job, json{{"state", state}, {"seq", seq}, {"boot_id", "b-" + dev},
+                                              {"error", error}}.dump()));
+  }
+  std::string Create(json spec) {
+    auto parsed = ParseRolloutSpec(spec);
+    REQUIRE(parsed);
+    auto id = engine.CreateRollout(*parsed);
+    REQUIRE(id);
+    return *id;
+  }
+  json Report(const std::string& id) {
+    auto r = engine.RolloutReport(id);
+    REQUIRE(r);
+    return *r;
+  }
+  std::string DeviceState(const std::string& id, const std::string& dev) {
+    const json rep = Report(id);
+    for (const auto& d : rep["devices"])
+      if (d["id"] == dev) return d["state"];
+    return "absent";
+  }
+  void Advance(int seconds) {
+    clock.Advance(std::chrono::seconds(seconds));
+    REQUIRE(engine.Tick());
+  }
+
+  std::unique_ptr<Store> store;
+  RecordingPublisher pub;
+  core::FakeClock clock;
+  Engine engine;
+  std::map<std::string, uint64_t> state_seq;
+};
+
+}  // namespace
+
+TEST_CASE("the store creates its schema through migration 1 and reopens without re-running it") {
+  tug::testsupport::TempDir dir;
+  {
+    auto s = Store::Open(dir.Sub("c.db"));
+    REQUIRE(s);
+    REQUIRE(*(*s)->SchemaVersion() == LatestSchemaVersion());
+    Device d;
+    d.id = "d1";
+    REQUIRE((*s)->PutDevice(d));
+  }
+  auto s = Store::Open(dir.Sub("c.db"));
+  REQUIRE(s);
+  REQUIRE(*(*s)->SchemaVersion() == 1);
+  REQUIRE((*(*s)->GetDevice("d1")).has_value());
+}
+
+TEST_CASE("devices register on first presence or state with labels, versions and online flag") {
+  Fixture f;
+  f.Online("d1", {{"site", "x"}}, 3);
+  REQUIRE(f.engine.OnState("d2", json{{"boot_id", "b"}, {"seq", 1},
+                                      {"active", {{"version", 4}, {"digest", "sha256:x"}, {"name", "n"}}}}.dump()));
+  auto d1 = *f.store->GetDevice("d1");
+  REQUIRE(d1);
+  CHECK(d1->online);
+  CHECK(d1->applied_v == 3);
+  CHECK(d1->EffectiveLabels().at("site") == "x");
+  auto d2 = *f.store->GetDevice("d2");
+  REQUIRE(d2);
+  CHECK_FALSE(d2->online);
+  CHECK(d2->active["version"] == 4);
+  f.Offline("d1");
+  CHECK_FALSE((*f.store->GetDevice("d1"))->online);
+}
+
+TEST_CASE("a desired version is above both the last issued v and the device's applied_v") {
+  Fixture f;
+  f.Online("d1", {{"site", "a"}}, 7);
+  f.Create(json{{"release", 5}});
+  auto d = f.pub.Desired("d1");
+  REQUIRE(d.size() == 1);
+  CHECK(d[0]["v"] == 8);
+  CHECK(d[0]["job"] == "r-1.d1.1");
+  CHECK(d[0]["release"].is_object());
+  CHECK(d[0]["policy"]["deadline"].is_string());
+  CHECK(f.pub.sent.back().retain);
+  CHECK((*f.store->GetDevice("d1"))->desired_v == 8);
+}
+
+TEST_CASE("phases send to cumulative targets, wait for the threshold and the soak, then the rollout succeeds") {
+  Fixture f;
+  for (auto id : {"d1", "d2", "d3", "d4"}) f.Online(id);
+  auto id = f.Create(json{{"release", 5},
+                          {"phases", {{{"count", 1}, {"success_threshold", 100}, {"soak", "10s"}},
+                                      {{"percent", 50}}, {{"percent", 100}}}}});
+  CHECK(f.pub.DesiredCount() == 1);
+  CHECK(f.Report(id)["phases"][0]["state"] == "active");
+  f.Report("d1", "DOWNLOADING", 1);
+  f.Report("d1", "SUCCEEDED", 5);
+  CHECK(f.Report(id)["phases"][0]["state"] == "soaking");
+  f.Advance(5);
+  CHECK(f.pub.DesiredCount() == 1);  // still soaking
+  f.Advance(6);
+  CHECK(f.pub.DesiredCount() == 2);  // phase 2: 50% of 4 = 2 cumulative
+  CHECK(f.Report(id)["phases"][1]["state"] == "active");
+  f.Report("d2", "SUCCEEDED", 5);
+  CHECK(f.pub.DesiredCount() == 4);  // phase 3 at once (no soak)
+  f.Report("d3", "SUCCEEDED", 5);
+  CHECK(f.Report(id)["state"] == "running");
+  f.Report("d4", "SUCCEEDED", 5);
+  auto rep = f.Report(id);
+  CHECK(rep["state"] == "succeeded");
+  CHECK(rep["counts"]["succeeded"] == 4);
+  CHECK(rep["phases"][2]["state"] == "done");
+  CHECK(rep["phases"][1]["target"] == 2);
+}
+
+TEST_CASE("the abort rule stops new sends and rolls back the devices that succeeded") {
+  Fixture f;
+  for (auto id : {"d1", "d2", "d3", "d4", "d5"}) f.Online(id);
+  auto id = f.Create(json{{"release", 5}, {"max_concurrency", 3}, {"max_retries", 0},
+                          {"abort", {{"failure_percent", 40}, {"min_devices", 2}}}});
+  CHECK(f.pub.DesiredCount() == 3);  // d1..d3
+  f.Report("d1", "SUCCEEDED", 5);
+  CHECK(f.pub.DesiredCount() == 4);  // d4 takes d1's slot
+  f.Report("d2", "FAILED", 4, json{{"code", "integrity"}, {"retryable", false}, {"message", "digest"}});
+  auto rep = f.Report(id);
+  CHECK(rep["state"] == "aborted");
+  CHECK(rep["abort_reason"].get<std::string>().find("1 of 2") != std::string::npos);
+  auto d1 = f.pub.Desired("d1");
+  REQUIRE(d1.size() == 2);
+  CHECK(d1[1]["action"] == "rollback");
+  CHECK(d1[1]["v"].get<int>() > d1[0]["v"].get<int>());
+  CHECK(f.pub.Desired("d5").empty());
+  // d3 was in progress: it finishes; its late success is rolled back as well.
+  f.Report("d3", "SUCCEEDED", 5);
+  CHECK(f.DeviceState(id, "d3") == "succeeded");
+  REQUIRE(f.pub.Desired("d3").size() == 2);
+  CHECK(f.pub.Desired("d3")[1]["action"] == "rollback");
+  f.Report("d1", "SUCCEEDED", 9, nullptr, "r-1.d1.rollback");
+  CHECK(f.DeviceState(id, "d1") == "rolled_back");
+  CHECK(f.DeviceState(id, "d5") == "pending");
+  CHECK(f.Report(id)["touched"].size() == 4);
+}
+
+TEST_CASE("a phase below its success threshold aborts the rollout") {
+  Fixture f;
+  for (auto id : {"d1", "d2", "d3"}) f.Online(id);
+  auto id = f.Create(json{{"release", 5}, {"max_retries", 0}, {"auto_rollback", false},
+                          {"phases", {{{"count", 2}, {"success_threshold", 100}}, {{"percent", 100}}}},
+                          {"abort", {{"failure_percent", 100}, {"min_devices", 1}}}});
+  f.Report("d1", "SUCCEEDED", 5);
+  f.Report("d2", "ROLLED_BACK", 6, json{{"code", "health check failed"}, {"retryable", false}, {"message", "x"}});
+  auto rep = f.Report(id);
+  CHECK(rep["state"] == "aborted");
+  CHECK(rep["abort_reason"].get<std::string>().find("phase 1") != std::string::npos);
+  CHECK(f.DeviceState(id, "d2") == "failed");
+  CHECK(f.pub.Desired("d3").empty());
+  CHECK(f.pub.Desired("d1").size() == 1);  // no auto rollback
+}
+
+TEST_CASE("no terminal report within device_timeout times out an online device; an offline one is unreached") {
+  Fixture f;
+  for (auto id : {"d1", "d2"}) f.Online(id);
+  auto id = f.Create(json{{"release", 5}, {"device_timeout", "60s"}, {"abort", {{"failure_percent", 100}}}});
+  f.Offline("d2");
+  f.Advance(59);
+  CHECK(f.DeviceState(id, "d1") == "in_progress");
+  f.Advance(1);
+  CHECK(f.DeviceState(id, "d1") == "timed_out");
+  CHECK(f.DeviceState(id, "d2") == "unreached");
+  auto rep = f.Report(id);
+  CHECK(rep["counts"]["failed"] == 1);
+  CHECK(rep["counts"]["unreached"] == 1);
+  CHECK(rep["state"] == "aborted");  // 1 of 1 terminal failed >= 100%
+}
+
+TEST_CASE("a retryable failure is re-issued with a new job id until max_retries") {
+  Fixture f;
+  f.Online("d1");
+  auto id = f.Create(json{{"release", 5}, {"max_retries", 1}, {"abort", {{"failure_percent", 100}}}});
+  json err{{"code", "unavailable"}, {"retryable", true}, {"message", "registry down"}};
+  f.Report("d1", "FAILED", 3, err);
+  auto d = f.pub.Desired("d1");
+  REQUIRE(d.size() == 2);
+  CHECK(d[1]["job"] == "r-1.d1.2");
+  CHECK(d[1]["v"] == 2);
+  f.Report("d1", "FAILED", 3, err);  // the same seq, new job: counts
+  auto rep = f.Report(id);
+  CHECK(rep["devices"][0]["state"] == "failed");
+  CHECK(rep["devices"][0]["attempts"] == 2);
+  CHECK(f.pub.Desired("d1").size() == 2);
+}
+
+TEST_CASE("offline devices are unreached, get the job when they return, and late devices join") {
+  Fixture f;
+  f.Online("d1");
+  f.Online("d2");
+  f.Offline("d2");
+  auto id = f.Create(json{{"release", 5}, {"selector", {{"labels", {{"site", "a"}}}}},
+                          {"phases", {{{"percent", 100}, {"soak", "1h"}}}}});
+  CHECK(f.DeviceState(id, "d2") == "unreached");
+  CHECK(f.pub.Desired("d2").empty());
+  f.Report("d1", "SUCCEEDED", 5);
+  CHECK(f.Report(id)["phases"][0]["state"] == "soaking");
+  f.Online("d3", {{"site", "b"}});            // not selected
+  f.Online("d4", {{"site", "a"}});            // joins
+  CHECK(f.DeviceState(id, "d3") == "absent");
+  CHECK(f.DeviceState(id, "d4") == "in_progress");
+  f.Online("d2");
+  CHECK(f.DeviceState(id, "d2") == "in_progress");
+  CHECK(f.pub.Desired("d2").size() == 1);
+  f.Report("d2", "SUCCEEDED", 5);
+  f.Report("d4", "SUCCEEDED", 5);
+  CHECK(f.Report(id)["state"] == "running");
+  f.Advance(3600);
+  CHECK(f.Report(id)["state"] == "succeeded");
+  CHECK(f.Report(id)["counts"]["succeeded"] == 3);
+}
+
+TEST_CASE("duplicate and out-of-order reports do not change counts") {
+  Fixture f;
+  for (auto id : {"d1", "d2", "d3"}) f.Online(id);
+  auto id = f.Create(json{{"release", 5}, {"max_retries", 0}, {"abort", {{"failure_percent", 100}}}});
+  f.Report("d1", "SUCCEEDED", 7);
+  f.Report("d1", "SUCCEEDED", 7);
+  f.Report("d1", "DOWNLOADING", 2);  // older
+  f.Report("d1", "FAILED", 8);       // after a terminal outcome: sticky
+  f.Report("d2", "FAILED", 4, json{{"code", "x"}, {"retryable", false}, {"message", "m"}});
+  f.Report("d2", "FAILED", 4, json{{"code", "x"}, {"retryable", false}, {"message", "m"}});
+  f.Report("d2", "SUCCEEDED", 3);
+  REQUIRE(f.engine.OnJobStatus("d3", "r-9.d3.1", R"({"state":"SUCCEEDED","seq":1,"boot_id":"b"})"));  // unknown job
+  REQUIRE(f.engine.OnJobStatus("d3", f.Job("d3"), "not json"));
+  auto rep = f.Report(id);
+  CHECK(rep["counts"]["succeeded"] == 1);
+  CHECK(rep["counts"]["failed"] == 1);
+  CHECK(rep["counts"]["in_progress"] == 1);
+  CHECK(f.engine.counters().reports_ignored >= 5);
+  // A state message whose job is terminal is the same report as the status with that seq.
+  REQUIRE(f.engine.OnState("d3", json{{"boot_id", "b-d3"}, {"seq", 50},
+                                      {"job", {{"id", f.Job("d3")}, {"phase", "SUCCEEDED"}, {"seq", 9}}}}.dump()));
+  f.Report("d3", "SUCCEEDED", 9, nullptr, "r-1.d3.1");
+  rep = f.Report(id);
+  CHECK(rep["counts"]["succeeded"] == 2);
+  CHECK(rep["state"] == "aborted");  // 1 of 3 failed is below 100%, but d2's phase threshold (100%) failed
+}
+
+TEST_CASE("after a restart from the database the engine continues without counting twice") {
+  tug::testsupport::TempDir dir;
+  const std::string db = dir.Sub("ctrl.db");
+  std::string id;
+  std::string job1;
+  {
+    Fixture f(db);
+    for (auto d : {"d1", "d2", "d3"}) f.Online(d);
+    id = f.Create(json{{"release", 5}, {"phases", {{{"count", 1}}, {{"percent", 100}}}},
+                       {"abort", {{"failure_percent", 100}}}});
+    job1 = f.Job("d1");
+    f.Report("d1", "SUCCEEDED", 5);
+    CHECK(f.pub.DesiredCount() == 3);
+  }  // "kill": the Engine and Store go away without any shutdown step
+  Fixture f(db);
+  REQUIRE(f.engine.RepublishDesired());
+  CHECK(f.pub.DesiredCount() == 3);  // d1..d3 have not reported applied_v yet
+  REQUIRE(f.engine.OnJobStatus("d1", job1, R"({"state":"SUCCEEDED","seq":5,"boot_id":"b-d1"})"));
+  CHECK(f.Report(id)["counts"]["succeeded"] == 1);
+  f.Report("d2", "SUCCEEDED", 5, nullptr, "r-1.d2.1");
+  f.Report("d3", "SUCCEEDED", 5, nullptr, "r-1.d3.1");
+  auto rep = f.Report(id);
+  CHECK(rep["state"] == "succeeded");
+  CHECK(rep["counts"]["succeeded"] == 3);
+  CHECK(f.pub.DesiredCount() == 3);  // nothing new was sent
+}
+
+TEST_CASE("pause stops new sends, resume continues, cancel and device cancel refuse illegal changes") {
+  Fixture f;
+  for (auto id : {"d1", "d2"}) f.Online(id);
+  auto id = f.Create(json{{"release", 5}, {"max_concurrency", 1}});
+  CHECK(f.pub.DesiredCount() == 1);
+  REQUIRE(f.engine.Pause(id));
+  CHECK(f.engine.Pause(id).error().Is(Errc::kAlreadyExists));
+  f.Report("d1", "SUCCEEDED", 5);
+  CHECK(f.pub.DesiredCount() == 1);
+  REQUIRE(f.engine.Resume(id));
+  CHECK(f.pub.DesiredCount() == 2);
+  REQUIRE(f.engine.CancelDevice(id, "d2"));
+  CHECK(f.DeviceState(id, "d2") == "cancelled");
+  CHECK(f.pub.sent.back().topic == DeviceTopic("d2", "cmd/req"));
+  CHECK(f.engine.CancelDevice(id, "d2").error().Is(Errc::kAlreadyExists));
+  CHECK(f.engine.CancelDevice(id, "nope").error().Is(Errc::kNotFound));
+  CHECK(f.engine.Pause("r-77").error().Is(Errc::kNotFound));
+  REQUIRE(f.engine.Cancel(id));
+  CHECK(f.engine.Resume(id).error().Is(Errc::kAlreadyExists));
+  auto n = f.engine.Rollback(id);
+  REQUIRE(n);
+  CHECK(*n == 1);
+  CHECK(f.pub.Desired("d1").back()["action"] == "rollback");
+  CHECK(f.engine.Rollback(id).error().Is(Errc::kAlreadyExists));
+}

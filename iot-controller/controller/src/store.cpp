@@ -1,0 +1,363 @@
+#include "controller/store.hpp"
+
+#include <sqlite3.h>
+
+namespace tug::controller {
+
+using nlohmann::json;
+
+namespace {
+
+// A prepared statement with positional binds; finalized on scope exit so no error path leaks it.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK) st_ = nullptr;
+  }
+  ~Stmt() { sqlite3_finalize(st_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool ok() const { return st_ != nullptr; }
+  Stmt& Bind(const std::string& s) {
+    sqlite3_bind_text(st_, ++idx_, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int64_t v) {
+    sqlite3_bind_int64(st_, ++idx_, v);
+    return *this;
+  }
+  // SQLITE_ROW -> true, SQLITE_DONE -> false, else error.
+  Result<bool> Step() {
+    if (!st_) return MakeError(Errc::kIo, std::string("preparing statement: ") + sqlite3_errmsg(db_));
+    const int rc = sqlite3_step(st_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return MakeError(Errc::kIo, std::string("sqlite: ") + sqlite3_errmsg(db_));
+  }
+  Status Run() {
+    TUG_TRY(Step());
+    return {};
+  }
+  std::string Text(int col) const {
+    const auto* p = sqlite3_column_text(st_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(st_, col)))
+             : std::string();
+  }
+  int64_t Int(int col) const { return sqlite3_column_int64(st_, col); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* st_ = nullptr;
+  int idx_ = 0;
+};
+
+Status Exec(sqlite3* db, const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return MakeError(Errc::kIo, std::string(sql) + ": " + msg);
+  }
+  return {};
+}
+
+json ParseOr(const std::string& s, json def) {
+  auto j = json::parse(s, nullptr, false);
+  return j.is_discarded() ? def : j;
+}
+
+Labels LabelsOf(const std::string& s) {
+  Labels l;
+  auto j = ParseOr(s, json::object());
+  if (j.is_object())
+    for (const auto& [k, v] : j.items())
+      if (v.is_string()) l[k] = v.get<std::string>();
+  return l;
+}
+
+constexpr const char* kDeviceCols =
+    "id, reported_labels, operator_labels, online, last_seen, boot_id, active, previous, job_id, job_phase, "
+    "applied_v, arch, agent_version, state_seq, desired_v, desired, created_at";
+
+Device ReadDevice(const Stmt& s) {
+  Device d;
+  d.id = s.Text(0);
+  d.reported_labels = LabelsOf(s.Text(1));
+  d.operator_labels = LabelsOf(s.Text(2));
+  d.online = s.Int(3) != 0;
+  d.last_seen = s.Int(4);
+  d.boot_id = s.Text(5);
+  d.active = ParseOr(s.Text(6), nullptr);
+  d.previous = ParseOr(s.Text(7), nullptr);
+  d.job_id = s.Text(8);
+  d.job_phase = s.Text(9);
+  d.applied_v = static_cast<uint64_t>(s.Int(10));
+  d.arch = s.Text(11);
+  d.agent_version = s.Text(12);
+  d.state_seq = static_cast<uint64_t>(s.Int(13));
+  d.desired_v = static_cast<uint64_t>(s.Int(14));
+  d.desired = s.Text(15);
+  d.created_at = s.Int(16);
+  return d;
+}
+
+constexpr const char* kRolloutCols =
+    "id, spec, state, created_at, current_phase, phase_state, soak_until, abort_reason, rolled_back";
+
+Result<Rollout> ReadRollout(const Stmt& s) {
+  Rollout r;
+  r.id = s.Text(0);
+  auto spec = ParseRolloutSpec(ParseOr(s.Text(1), json()));
+  if (!spec) return MakeError(Errc::kIo, "rollout " + r.id + ": stored spec unreadable: " + spec.error().context);
+  r.spec = *spec;
+  TUG_ASSIGN_OR_RETURN(r.state, ParseRolloutState(s.Text(2)));
+  r.created_at = s.Int(3);
+  r.current_phase = static_cast<int>(s.Int(4));
+  const std::string ps = s.Text(5);
+  r.phase_state = ps == "soaking" ? PhaseState::kSoaking
+                  : ps == "done"  ? PhaseState::kDone
+                  : ps == "pending" ? PhaseState::kPending
+                                    : PhaseState::kActive;
+  r.soak_until = s.Int(6);
+  r.abort_reason = s.Text(7);
+  r.rolled_back = s.Int(8) != 0;
+  return r;
+}
+
+constexpr const char* kRdCols =
+    "rollout_id, device_id, phase, state, attempts, job, sent, sent_at, error, rollback_job, rollback_state";
+
+Result<RolloutDevice> ReadRd(const Stmt& s) {
+  RolloutDevice rd;
+  rd.rollout_id = s.Text(0);
+  rd.device_id = s.Text(1);
+  rd.phase = static_cast<int>(s.Int(2));
+  TUG_ASSIGN_OR_RETURN(rd.state, ParseDeviceJobState(s.Text(3)));
+  rd.attempts = s.Int(4);
+  rd.job = s.Text(5);
+  rd.sent = s.Int(6) != 0;
+  rd.sent_at = s.Int(7);
+  rd.error = s.Text(8);
+  rd.rollback_job = s.Text(9);
+  rd.rollback_state = s.Text(10);
+  return rd;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return MakeError(Errc::kIo, "opening database " + path + ": " + msg);
+  }
+  std::unique_ptr<Store> s(new Store(db));
+  // WAL + NORMAL: commits append to the WAL without an fsync each; readers never block the writer.
+  TUG_TRY(Exec(db, "PRAGMA journal_mode=WAL"));
+  TUG_TRY(Exec(db, "PRAGMA synchronous=NORMAL"));
+  TUG_TRY(Exec(db, "PRAGMA foreign_keys=ON"));
+  sqlite3_busy_timeout(db, 5000);
+  if (auto st = Migrate(db); !st) return tl::unexpected(Wrap(st.error(), "migrating " + path));
+  return s;
+}
+
+Store::~Store() { sqlite3_close(db_); }
+
+Result<int> Store::SchemaVersion() {
+  Stmt s(db_, "SELECT COALESCE(MAX(version), 0) FROM schema_version");
+  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? static_cast<int>(s.Int(0)) : 0;
+}
+
+Status Store::Begin() {
+  if (tx_depth_++ == 0) {
+    auto st = Exec(db_, "BEGIN IMMEDIATE");
+    if (!st) tx_depth_ = 0;
+    return st;
+  }
+  return {};
+}
+
+Status Store::Commit() {
+  if (tx_depth_ == 0) return MakeError(Errc::kInternal, "commit without begin");
+  if (--tx_depth_ == 0) return Exec(db_, "COMMIT");
+  return {};
+}
+
+void Store::Rollback() {
+  if (tx_depth_ == 0) return;
+  tx_depth_ = 0;
+  (void)Exec(db_, "ROLLBACK");
+}
+
+Result<std::optional<Device>> Store::GetDevice(const std::string& id) {
+  Stmt s(db_, (std::string("SELECT ") + kDeviceCols + " FROM devices WHERE id = ?").c_str());
+  s.Bind(id);
+  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<Device>();
+  return std::optional<Device>(ReadDevice(s));
+}
+
+Result<std::vector<Device>> Store::ListDevices() {
+  Stmt s(db_, (std::string("SELECT ") + kDeviceCols + " FROM devices ORDER BY id").c_str());
+  std::vector<Device> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(ReadDevice(s));
+  }
+  return out;
+}
+
+Status Store::PutDevice(const Device& d) {
+  Stmt s(db_, (std::string("INSERT OR REPLACE INTO devices (") + kDeviceCols +
+               ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+                  .c_str());
+  s.Bind(d.id)
+      .Bind(json(d.reported_labels).dump())
+      .Bind(json(d.operator_labels).dump())
+      .Bind(int64_t{d.online ? 1 : 0})
+      .Bind(d.last_seen)
+      .Bind(d.boot_id)
+      .Bind(d.active.dump())
+      .Bind(d.previous.dump())
+      .Bind(d.job_id)
+      .Bind(d.job_phase)
+      .Bind(static_cast<int64_t>(d.applied_v))
+      .Bind(d.arch)
+      .Bind(d.agent_version)
+      .Bind(static_cast<int64_t>(d.state_seq))
+      .Bind(static_cast<int64_t>(d.desired_v))
+      .Bind(d.desired)
+      .Bind(d.created_at);
+  return s.Run();
+}
+
+Result<std::optional<Release>> Store::GetRelease(uint64_t version) {
+  Stmt s(db_, "SELECT version, name, repository, digest, expires_at, envelope, created_at FROM releases WHERE version = ?");
+  s.Bind(static_cast<int64_t>(version));
+  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<Release>();
+  return std::optional<Release>(Release{.version = static_cast<uint64_t>(s.Int(0)),
+                                        .name = s.Text(1),
+                                        .repository = s.Text(2),
+                                        .digest = s.Text(3),
+                                        .expires_at = s.Text(4),
+                                        .envelope = s.Text(5),
+                                        .created_at = s.Int(6)});
+}
+
+Result<std::vector<Release>> Store::ListReleases() {
+  Stmt s(db_, "SELECT version, name, repository, digest, expires_at, envelope, created_at FROM releases ORDER BY version");
+  std::vector<Release> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(Release{.version = static_cast<uint64_t>(s.Int(0)),
+                          .name = s.Text(1),
+                          .repository = s.Text(2),
+                          .digest = s.Text(3),
+                          .expires_at = s.Text(4),
+                          .envelope = s.Text(5),
+                          .created_at = s.Int(6)});
+  }
+  return out;
+}
+
+Status Store::PutRelease(const Release& r) {
+  Stmt s(db_, "INSERT OR REPLACE INTO releases (version, name, repository, digest, expires_at, envelope, created_at) "
+              "VALUES (?,?,?,?,?,?,?)");
+  s.Bind(static_cast<int64_t>(r.version)).Bind(r.name).Bind(r.repository).Bind(r.digest).Bind(r.expires_at);
+  s.Bind(r.envelope).Bind(r.created_at);
+  return s.Run();
+}
+
+Result<std::string> Store::NextRolloutId() {
+  // sqlite_sequence keeps AUTOINCREMENT's high-water mark, so ids are never reused.
+  Stmt s(db_, "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'rollouts'), 0)");
+  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+  return "r-" + std::to_string((row ? s.Int(0) : 0) + 1);
+}
+
+Result<std::optional<Rollout>> Store::GetRollout(const std::string& id) {
+  Stmt s(db_, (std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE id = ?").c_str());
+  s.Bind(id);
+  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<Rollout>();
+  TUG_ASSIGN_OR_RETURN(Rollout r, ReadRollout(s));
+  return std::optional<Rollout>(std::move(r));
+}
+
+Result<std::vector<Rollout>> Store::ListRollouts() {
+  Stmt s(db_, (std::string("SELECT ") + kRolloutCols + " FROM rollouts ORDER BY seq").c_str());
+  std::vector<Rollout> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TUG_ASSIGN_OR_RETURN(Rollout r, ReadRollout(s));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Status Store::PutRollout(const Rollout& r) {
+  // UPSERT rather than REPLACE: REPLACE would delete the row and give it a new seq, reordering the list.
+  Stmt s(db_,
+         "INSERT INTO rollouts (id, spec, state, created_at, current_phase, phase_state, soak_until, abort_reason, "
+         "rolled_back) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET spec=excluded.spec, "
+         "state=excluded.state, current_phase=excluded.current_phase, phase_state=excluded.phase_state, "
+         "soak_until=excluded.soak_until, abort_reason=excluded.abort_reason, rolled_back=excluded.rolled_back");
+  s.Bind(r.id).Bind(RolloutSpecToJson(r.spec).dump()).Bind(std::string(ToString(r.state))).Bind(r.created_at);
+  s.Bind(int64_t{r.current_phase}).Bind(std::string(ToString(r.phase_state))).Bind(r.soak_until);
+  s.Bind(r.abort_reason).Bind(int64_t{r.rolled_back ? 1 : 0});
+  return s.Run();
+}
+
+Result<std::vector<RolloutDevice>> Store::ListRolloutDevices(const std::string& rollout_id) {
+  Stmt s(db_, (std::string("SELECT ") + kRdCols + " FROM rollout_devices WHERE rollout_id = ? ORDER BY device_id").c_str());
+  s.Bind(rollout_id);
+  std::vector<RolloutDevice> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
+    out.push_back(std::move(rd));
+  }
+  return out;
+}
+
+Result<std::optional<RolloutDevice>> Store::FindByJob(const std::string& device_id, const std::string& job) {
+  Stmt s(db_, (std::string("SELECT ") + kRdCols +
+               " FROM rollout_devices WHERE device_id = ? AND (job = ? OR rollback_job = ?) LIMIT 1")
+                  .c_str());
+  s.Bind(device_id).Bind(job).Bind(job);
+  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<RolloutDevice>();
+  TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
+  return std::optional<RolloutDevice>(std::move(rd));
+}
+
+Status Store::PutRolloutDevice(const RolloutDevice& rd) {
+  Stmt s(db_, (std::string("INSERT OR REPLACE INTO rollout_devices (") + kRdCols + ") VALUES (?,?,?,?,?,?,?,?,?,?,?)").c_str());
+  s.Bind(rd.rollout_id).Bind(rd.device_id).Bind(int64_t{rd.phase}).Bind(std::string(ToString(rd.state)));
+  s.Bind(rd.attempts).Bind(rd.job).Bind(int64_t{rd.sent ? 1 : 0}).Bind(rd.sent_at).Bind(rd.error);
+  s.Bind(rd.rollback_job).Bind(rd.rollback_state);
+  return s.Run();
+}
+
+Result<bool> Store::RecordReport(const std::string& device_id, const std::string& job, const std::string& boot_id,
+                                 uint64_t seq) {
+  Stmt q(db_, "SELECT seq FROM job_reports WHERE device_id = ? AND job = ? AND boot_id = ?");
+  q.Bind(device_id).Bind(job).Bind(boot_id);
+  TUG_ASSIGN_OR_RETURN(bool row, q.Step());
+  if (row && static_cast<uint64_t>(q.Int(0)) >= seq) return false;
+  Stmt u(db_, "INSERT OR REPLACE INTO job_reports (device_id, job, boot_id, seq) VALUES (?,?,?,?)");
+  u.Bind(device_id).Bind(job).Bind(boot_id).Bind(static_cast<int64_t>(seq));
+  TUG_TRY(u.Run());
+  return true;
+}
+
+}  // namespace tug::controller
