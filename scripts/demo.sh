@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Tugboat end-to-end demo on one machine: a real registry on loopback, three signed releases of an arm64 "sensor"
-# app, and one simulated device (a state dir + runc + QEMU) that installs v1, updates to v2 (downloading only the
-# changed layer) and refuses v3, whose health check fails, by rolling back to v2 on its own.
+# Tugboat end-to-end demo on one machine: image-builder builds three arm64 releases of the sensor app in
+# examples/sensor (a static C program on a busybox base made from a Debian .deb), pushes them to a real registry on
+# loopback and signs them; then one simulated device (a state dir + runc + QEMU) installs v1, updates to v2
+# (downloading only the changed layer) and refuses v3, whose health check fails, by rolling back to v2 on its own.
 #
-#   sudo scripts/demo.sh            # the whole story, about a minute on an incremental build
+#   sudo scripts/demo.sh            # the whole story, about half a minute on an incremental build
 #   KEEP=1 sudo scripts/demo.sh     # keep the temp dir (registry data, keys, releases, device state) afterwards
 #   BUILD_DIR=out sudo scripts/demo.sh
 #
@@ -19,7 +20,9 @@ REPO_PATH=acme/sensor
 
 AGENT="$BUILD_DIR/device-agent/device-agent"
 TUG="$BUILD_DIR/iot-controller/cli/tug"
-MKIMAGE="$BUILD_DIR/tests/fixtures/tug-mkimage"
+BUILDER="$BUILD_DIR/image-builder/image-builder"
+SENSOR_DIR="$ROOT/examples/sensor"
+DEBS_DIR=${DEBS_DIR:-/var/cache/tugboat/debs}
 
 WORK=""          # temp dir: registry storage, keys, releases, device state
 REGISTRY_PID=""
@@ -27,6 +30,7 @@ PORT=""
 STATE=""         # the device's state dir
 declare -A DIGEST=()      # version -> signed index digest
 declare -A MANIFEST=()    # version -> linux/arm64/v8 manifest digest
+declare -A LAYERS=()      # version -> "digest:size ..." of the arm64 manifest's layers, base first
 declare -a SUMMARY=()     # lines of the closing summary
 START_TIME=$SECONDS
 
@@ -50,7 +54,10 @@ pretty() {  # a command line as the reader would type it: short binary names, $W
   for a in "$@"; do
     a=${a/#$BUILD_DIR\/device-agent\//}
     a=${a/#$BUILD_DIR\/iot-controller\/cli\//}
+    a=${a/#$BUILD_DIR\/image-builder\//}
+    a=${a//$ROOT\//}
     [ -z "$WORK" ] || a=${a//$WORK/\$W}
+    [[ "$a" != *" "* ]] || a="'$a'"
     out+=("$a")
   done
   printf '%s' "${out[*]}"
@@ -110,18 +117,18 @@ setup_host() {
 }
 
 build() {
-  heading "2. Build device-agent, tug and tug-mkimage"
+  heading "2. Build device-agent, tug and image-builder"
   local lock=()
   # Other builds may share this machine (and build dir): take turns.
   if command -v flock >/dev/null 2>&1; then lock=(flock /tmp/tug-build.lock); fi
   "${lock[@]}" cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$WORK/cmake.log" 2>&1 ||
     { tail -30 "$WORK/cmake.log" >&2; die "cmake configure failed (log above)"; }
-  if ! "${lock[@]}" ninja -C "$BUILD_DIR" device-agent tug tug-mkimage >"$WORK/build.log" 2>&1; then
+  if ! "${lock[@]}" ninja -C "$BUILD_DIR" device-agent tug image-builder >"$WORK/build.log" 2>&1; then
     tail -40 "$WORK/build.log" >&2
     die "build failed (log above)"
   fi
   grep -E '^\[[0-9]+/[0-9]+\]|no work to do' "$WORK/build.log" | tail -1 | indent
-  for b in "$AGENT" "$TUG" "$MKIMAGE"; do [ -x "$b" ] || die "missing binary $b"; done
+  for b in "$AGENT" "$TUG" "$BUILDER"; do [ -x "$b" ] || die "missing binary $b"; done
   ok "binaries in $BUILD_DIR"
 }
 
@@ -157,45 +164,89 @@ EOF
   ok "docker-registry (pid $REGISTRY_PID) serving http://127.0.0.1:$PORT"
 }
 
-push_image() {  # push_image VERSION BEHAVIOUR
-  local v=$1 behaviour=$2 out
-  out=$("$MKIMAGE" --image "127.0.0.1:$PORT/$REPO_PATH:v$v" --version "$v" --arch arm64 --behaviour "$behaviour" \
-        --payload-bytes 262144) || die "tug-mkimage failed for v$v"
-  printf '%s\n' "$out" >"$WORK/image-v$v.json"
-  DIGEST[$v]=$(json_get "$WORK/image-v$v.json" 'j["digest"]')
-  MANIFEST[$v]=$(json_get "$WORK/image-v$v.json" 'j["platforms"]["linux/arm64/v8"]')
-  [ -n "${DIGEST[$v]}" ] && [ -n "${MANIFEST[$v]}" ] || die "tug-mkimage printed no digests for v$v: $out"
-  ok "sensor v$v ($behaviour)  $REPO_PATH@${DIGEST[$v]:0:19}..."
-}
-
-push_images() {
-  heading "4. Build and push three arm64 images of the sensor app"
-  say "Each image = busybox-static:arm64 base layer (shared) + a small app layer (changes every version)."
-  push_image 1 healthy
-  push_image 2 healthy
-  push_image 3 fails-healthcheck
-}
-
-sign_releases() {
-  heading "5. Create a signing key and a device trust root; sign three releases"
+make_keys() {
+  heading "4. Create a signing key and a device trust root"
   show "$TUG" keygen --out "$WORK/release-key" || die "tug keygen failed"
   show "$TUG" trust init --key "$WORK/release-key.pub" --threshold 1 --expires 30d --out "$WORK/root.json" ||
     die "tug trust init failed"
-  local v
-  for v in 1 2 3; do
-    "$TUG" release sign --key "$WORK/release-key" --image "127.0.0.1:$PORT/$REPO_PATH@${DIGEST[$v]}" --version "$v" \
-      --name "sensor v$v" --platform-digest "$PLATFORM=${MANIFEST[$v]}" >"$WORK/release-v$v.json" ||
-      die "tug release sign failed for v$v"
-    "$TUG" release verify --root "$WORK/root.json" "$WORK/release-v$v.json" >/dev/null 2>&1 ||
-      die "tug release verify rejected release v$v"
+  ok "release-key (secret), release-key.pub and root.json (what devices trust)"
+}
+
+build_base() {
+  heading "5. Build a busybox base image from a Debian package (image-builder debootstrap-lite)"
+  local deb
+  deb=$(ls "$DEBS_DIR"/busybox-static_*_arm64.deb 2>/dev/null | head -1)
+  [ -n "$deb" ] || die "no busybox-static arm64 .deb in $DEBS_DIR (scripts/setup.sh fetches it)"
+  show timeout 300 "$BUILDER" debootstrap-lite --platform "$PLATFORM" --deb "$deb" --oci-layout "$WORK/base" \
+    --tag base:v1 || die "image-builder debootstrap-lite failed"
+  ok "busybox base in the OCI layout \$W/base, tag base:v1 (one layer; never pushed: the builds read it locally)"
+}
+
+# release_field FILE EXPR: EXPR (Python over the decoded release payload `p`) of a signed release envelope
+release_field() {
+  python3 -c 'import base64,json,sys; p=json.loads(base64.b64decode(json.load(open(sys.argv[1]))["payload"])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# layer_list VERSION: "digest:size ..." of the pushed arm64 manifest's layers, as the registry serves them
+layer_list() {
+  curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://127.0.0.1:$PORT/v2/$REPO_PATH/manifests/${MANIFEST[$1]}" |
+    python3 -c 'import json,sys; print(" ".join("%s:%s" % (l["digest"], l["size"]) for l in json.load(sys.stdin)["layers"]))'
+}
+
+build_sensor() {  # build_sensor VERSION WHAT
+  local v=$1 what=$2 ctx="$WORK/sensor-v$1" rc=0 l d sz note
+  say ""
+  say "${B}sensor v$v${N}: $what"
+  # The app: one static arm64 binary, cross-compiled on this machine (no QEMU needed for the compile).
+  show "$SENSOR_DIR/build.sh" arm64 "$v" "$ctx" || die "examples/sensor/build.sh failed for v$v"
+  # The image: base + that binary; pushed, and signed as release v$v in the same command.
+  printf '%s  $ %s%s\n' "$D" "$(pretty "$BUILDER" build -f "$SENSOR_DIR/Dockerfile" --platform "$PLATFORM" \
+    --build-arg "BASE=$WORK/base:v1" --build-arg "VERSION=$v" --cache-dir "$WORK/build-cache" \
+    --tag "127.0.0.1:$PORT/$REPO_PATH:v$v" --push --insecure-registry "127.0.0.1:$PORT" \
+    --sign "$WORK/release-key" --release-version "$v" --release-name "sensor v$v" \
+    --release-out "$WORK/release-v$v.json" "$ctx")" "$N"
+  timeout 300 "$BUILDER" build -f "$SENSOR_DIR/Dockerfile" --platform "$PLATFORM" \
+    --build-arg "BASE=$WORK/base:v1" --build-arg "VERSION=$v" --cache-dir "$WORK/build-cache" \
+    --tag "127.0.0.1:$PORT/$REPO_PATH:v$v" --push --insecure-registry "127.0.0.1:$PORT" \
+    --sign "$WORK/release-key" --release-version "$v" --release-name "sensor v$v" \
+    --release-out "$WORK/release-v$v.json" "$ctx" >"$WORK/build-v$v.out" 2>"$WORK/build-v$v.log" || rc=$?
+  # The step lines that tell the story (layers made, RUN output, the summary); the full log stays in $W.
+  grep -E '^\[[0-9]+/[0-9]+\] (FROM|COPY|RUN)|^  (->|\|)|^built |^pushed|^signed|^wrote' "$WORK/build-v$v.log" |
+    indent || true
+  [ $rc = 0 ] || { tail -20 "$WORK/build-v$v.log" >&2; die "image-builder build failed for v$v (exit $rc)"; }
+  DIGEST[$v]=$(release_field "$WORK/release-v$v.json" 'p["digest"]')
+  MANIFEST[$v]=$(release_field "$WORK/release-v$v.json" 'p["platforms"]["'"$PLATFORM"'"]')
+  [ "${DIGEST[$v]}" = "$(tr -d '\n' <"$WORK/build-v$v.out")" ] ||
+    die "release v$v pins ${DIGEST[$v]}, but image-builder printed $(cat "$WORK/build-v$v.out")"
+  "$TUG" release verify --root "$WORK/root.json" "$WORK/release-v$v.json" >/dev/null 2>&1 ||
+    die "tug release verify rejected release v$v"
+  LAYERS[$v]=$(layer_list "$v") || die "cannot read v$v's manifest back from the registry"
+  for l in ${LAYERS[$v]}; do
+    d=${l%:*} sz=${l##*:} note="new"
+    [ "$v" = 1 ] || [[ " ${LAYERS[1]} " != *" $l "* ]] || note="same as in v1"
+    say "    layer ${d:7:12}  $(human "$sz")  $note"
   done
-  ok "release-v1.json, release-v2.json, release-v3.json signed and verified against root.json"
+  ok "sensor v$v pushed as $REPO_PATH:v$v (${DIGEST[$v]:0:19}...), release-v$v.json signed and verified"
+}
+
+build_images() {
+  heading "6. Build, push and sign three arm64 releases of the sensor app (image-builder, examples/sensor)"
+  say "Dockerfile: FROM the busybox base, COPY the static sensor binary, HEALTHCHECK test -e /tmp/ready."
+  build_sensor 1 "reports temperature"
+  build_sensor 2 "adds humidity (a one-line change in sensor.c): only the app layer changes"
+  build_sensor 3 "broken: starts, but never creates /tmp/ready, so its health check fails"
+  local base1 base2
+  base1=${LAYERS[1]%% *} base2=${LAYERS[2]%% *}
+  [ "$base1" = "$base2" ] || die "v1 and v2 do not share their base layer ($base1 vs $base2)"
+  [ "${LAYERS[1]}" != "${LAYERS[2]}" ] || die "v1 and v2 have the same layers"
+  SUMMARY+=("image-builder built all three from examples/sensor (busybox base from a .deb + one static binary) and signed each as a release; v1 and v2 share the base layer byte for byte.")
 }
 
 agent() { "$AGENT" --state-dir "$STATE" --platform "$PLATFORM" --insecure-registry "127.0.0.1:$PORT" "$@"; }
 
 init_device() {
-  heading "6. Provision a device (state dir + trust root)"
+  heading "7. Provision a device (state dir + trust root)"
   STATE="$WORK/device"
   show "$AGENT" --state-dir "$STATE" init --root "$WORK/root.json" || die "device-agent init failed"
 }
@@ -248,23 +299,40 @@ expect_active() {
   [ "$got" = "$want committed True" ] || die "expected v$want active, committed and running; status says: $got"
 }
 
+# expect_reading PATTERN: the active app's latest reading (/tmp/reading inside its container) matches PATTERN.
+# Retried for a few seconds: a reading is written every second, and runc exec under QEMU can be slow.
+expect_reading() {
+  local want=$1 slot id reading=""
+  slot=$(status_json | json_get - 'j["active"]["slot"] if j["active"] else ""')
+  id=$(runc --root "$STATE/runc" list -q | grep -- "-$slot\$" | head -1 || true)
+  [ -n "$id" ] || die "no container for the active slot '$slot'"
+  for _ in $(seq 10); do
+    reading=$(timeout 20 runc --root "$STATE/runc" exec "$id" cat /tmp/reading 2>/dev/null || true)
+    grep -Eq -- "$want" <<<"$reading" && return 0
+    sleep 1
+  done
+  die "the active app's reading does not match '$want': ${reading:-<none>}"
+}
+
 install_v1() {
-  heading "7. Install v1 on the fresh device"
+  heading "8. Install v1 on the fresh device"
   install 1
   [ "$INSTALL_RC" = 0 ] || die "install of v1 failed (exit $INSTALL_RC)"
   show_device
   expect_active 1
+  expect_reading '^sensor v1 .*temperature=[0-9.]+C$'
   V1_BYTES=$INSTALL_BYTES
   ok "v1 committed and running"
   SUMMARY+=("v1 installed on a fresh device: $(human "$V1_BYTES") downloaded (base + app layer), committed after its HEALTHCHECK passed (${INSTALL_SECS}s).")
 }
 
 install_v2() {
-  heading "8. Update to v2 (only the changed layer is downloaded)"
+  heading "9. Update to v2 (only the changed layer is downloaded)"
   install 2
   [ "$INSTALL_RC" = 0 ] || die "install of v2 failed (exit $INSTALL_RC)"
   show_device
   expect_active 2
+  expect_reading '^sensor v2 .*temperature=[0-9.]+C humidity=[0-9.]+%$'
   local base app
   base=$(python3 - "$STATE" "${MANIFEST[2]}" <<'EOF'
 import json, sys
@@ -282,7 +350,7 @@ EOF
 }
 
 install_v3() {
-  heading "9. Update to v3, whose health check fails: the device rolls back on its own"
+  heading "10. Update to v3, whose health check fails: the device rolls back on its own"
   install 3
   [ "$INSTALL_RC" = 1 ] || die "install of v3 should exit 1 (rolled back), got exit $INSTALL_RC"
   grep -q "rolled back" <<<"$INSTALL_OUT" || die "install of v3 did not report a rollback"
@@ -291,6 +359,7 @@ install_v3() {
   local phase
   phase=$(status_json | json_get - 'j["job"]["phase"]')
   [ "$phase" = ROLLED_BACK ] || die "last job should be ROLLED_BACK, is $phase"
+  expect_reading '^sensor v2 .*humidity='
   grep -q "sensor v2" "$STATE/slots/$(status_json | json_get - 'j["active"]["slot"]')/container.log" ||
     die "the active container's log does not show sensor v2"
   ok "v3 rolled back; v2 active and running again (its log shows it was stopped for v3 and started again)"
@@ -302,7 +371,7 @@ summary() {
   say "Registry 127.0.0.1:$PORT, device state dir $STATE, platform $PLATFORM (arm64 under QEMU, containers in runc)."
   local line
   for line in "${SUMMARY[@]}"; do say "  - $line"; done
-  say "  - Every release was signed with tug and checked on the device against its trust root before anything was downloaded."
+  say "  - Every release was signed by image-builder with the key from tug keygen, and checked on the device against its trust root before anything was downloaded."
   say ""
   printf '%sdemo passed in %ss%s\n' "$G" "$((SECONDS - START_TIME))" "$N"
 }
@@ -317,8 +386,9 @@ main() {
   setup_host
   build
   start_registry
-  push_images
-  sign_releases
+  make_keys
+  build_base
+  build_images
   init_device
   install_v1
   install_v2
