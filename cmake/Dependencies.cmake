@@ -1,14 +1,17 @@
 # All dependencies come from Debian 12 packages (scripts/setup.sh installs them).
-# TUG_STATIC (cross/build-agent.sh --static): link static archives and the C/C++ runtimes into the binaries.
-if(TUG_STATIC)
-  set(CMAKE_FIND_LIBRARY_SUFFIXES .a)
-  set(OPENSSL_USE_STATIC_LIBS TRUE)
-  set(ZLIB_USE_STATIC_LIBS ON)
-  add_link_options(-static)
-endif()
 find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
 find_package(OpenSSL 3 REQUIRED)
+# TUG_STATIC (cross/build-agent.sh --static): mostly static. libstdc++, libgcc, libsodium, libzstd, zlib and
+# spdlog/fmt (header-only) are linked in. Shared remain glibc; libmosquitto (Debian ships no libmosquitto.a);
+# OpenSSL, because libmosquitto.so loads libssl.so.3/libcrypto.so.3 and two OpenSSLs in one process must not happen
+# (so it is found above, before archives are preferred); and libarchive, whose archive cannot be linked alone:
+# its format table pulls in the xar writer, hence libxml2 and ICU (a 30 MB data archive).
+if(TUG_STATIC)
+  set(CMAKE_FIND_LIBRARY_SUFFIXES .a .so)
+  set(ZLIB_USE_STATIC_LIBS ON)
+  add_link_options(-static-libstdc++ -static-libgcc)
+endif()
 find_package(nlohmann_json 3 REQUIRED)
 find_package(tl-expected REQUIRED)
 find_package(CLI11 REQUIRED)
@@ -25,15 +28,22 @@ pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
 pkg_check_modules(LIBARCHIVE REQUIRED IMPORTED_TARGET libarchive)
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
 if(TUG_STATIC)
-  # The imported targets carry only -larchive etc.; a static link also needs their private dependencies.
-  foreach(pkg LIBARCHIVE SODIUM ZSTD)
+  # The imported targets carry only -larchive etc.; archives also need their private dependencies
+  # (pkg-config --static). glibc's own libraries stay shared.
+  foreach(pkg SODIUM ZSTD)
     set(_tug_libs)
     foreach(lib IN LISTS ${pkg}_STATIC_LIBRARIES)
-      find_library(TUG_STATIC_LIB_${lib} NAMES ${lib} REQUIRED)
+      if(lib MATCHES "^(c|m|dl|rt|pthread|resolv|util)$")
+        list(APPEND _tug_libs ${lib})
+        continue()
+      endif()
+      find_library(TUG_STATIC_LIB_${lib} NAMES lib${lib}.a REQUIRED)
       list(APPEND _tug_libs ${TUG_STATIC_LIB_${lib}})
     endforeach()
     set_target_properties(PkgConfig::${pkg} PROPERTIES INTERFACE_LINK_LIBRARIES "${_tug_libs}")
   endforeach()
+  find_library(TUG_LIBARCHIVE_SHARED NAMES libarchive.so REQUIRED)
+  set_target_properties(PkgConfig::LIBARCHIVE PROPERTIES INTERFACE_LINK_LIBRARIES "${TUG_LIBARCHIVE_SHARED}")
 endif()
 if(TUG_BUILD_TESTS)
   find_package(Catch2 2 REQUIRED)

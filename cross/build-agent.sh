@@ -7,7 +7,8 @@
 # configures build-ARCH/ (build-ARCH-static/ with --static) with toolchains/<triplet>.cmake, builds device-agent,
 # core_test, crypto_test and oci_test, and with --test runs those tests with ctest under qemu-user (pinned CPU:
 # see the toolchain file). Prints the binary, `file` on it, its stripped size and what it loads at run time.
-# --static links everything the sysroot has archives for (-static, spdlog/fmt header-only: cmake/Dependencies.cmake).
+# --static builds a mostly-static agent in build-ARCH-static/ (static libstdc++/libgcc and the archives that can be
+# linked; what stays shared and why: cmake/Dependencies.cmake, and the report printed at the end).
 # Every configure and build step holds /tmp/tug-build.lock and uses -j2: the 2-core machine is shared.
 # Exit status: 0 built (and, with --test, all tests passed); 1 a step failed; 2 usage.
 set -euo pipefail
@@ -48,11 +49,12 @@ t=$(date +%s)
 T_SYSROOT=$(elapsed "$t")
 
 t=$(date +%s)
+mkdir -p "$BUILD"
 say "configuring $BUILD (toolchains/$TRIPLET.cmake, sysroot $SYSROOT, static=$STATIC)"
 flock "$LOCK" cmake -S . -B "$BUILD" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$ROOT/toolchains/$TRIPLET.cmake" \
   -DTUG_SYSROOT="$SYSROOT" -DTUG_BUILD_TESTS=ON -DTUG_STATIC=$([ $STATIC = 1 ] && echo ON || echo OFF) \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$BUILD.configure.log" 2>&1 || {
-  cat "$BUILD.configure.log" >&2; say "configure failed"; exit 1; }
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$BUILD/configure.log" 2>&1 || {
+  cat "$BUILD/configure.log" >&2; say "configure failed"; exit 1; }
 T_CONFIGURE=$(elapsed "$t")
 
 t=$(date +%s)
@@ -76,20 +78,17 @@ else
   echo "runtime:  interpreter ${interp:-none}; shared libraries: ${needed:-none}"
 fi
 if [ $STATIC = 1 ]; then
-  # What went in as archives, from the link command itself.
-  archives=$(grep -A3 "build device-agent/device-agent:" "$BUILD/build.ninja" | grep -o '[^ ]*\.a\b' |
+  # What went in as archives, from the link command itself (our own libtug_*.a left out).
+  archives=$(ninja -C "$BUILD" -t commands device-agent/device-agent | tail -n 1 | tr ' ' '\n' | grep '\.a$' |
     grep -v '/libtug_' | xargs -rn1 basename | sort -u | tr '\n' ' ')
-  echo "static:   $archives+ libstdc++ libgcc libc (spdlog, fmt header-only)"
-  # glibc's getaddrinfo/getpwnam in a static binary still dlopen NSS modules from the device's glibc.
-  if "$TRIPLET-nm" "$BIN" 2>/dev/null | grep -q ' __nss_'; then
-    echo "note:     static glibc: host names resolve through NSS modules loaded from the device's own glibc at run time"
-    echo "          (its version must match the sysroot's; numeric addresses need nothing)"
-  fi
+  echo "static:   ${archives}libstdc++ libgcc; spdlog and fmt header-only"
+  echo "shared:   glibc; libmosquitto (no archive in Debian) and so OpenSSL (libmosquitto.so loads it: one copy only);"
+  echo "          libarchive (its archive pulls in libxml2 and ICU through the xar writer); see cmake/Dependencies.cmake"
 fi
 
 if [ $TEST = 1 ]; then
   t=$(date +%s)
-  say "running ${TESTS[*]} under $(grep -o 'qemu-[a-z0-9]*-static;-L;[^;]*;-cpu;[^;"]*' "$BUILD/CMakeCache.txt" | head -1 | tr ';' ' ')"
+  say "running ${TESTS[*]} under $(grep -o '"/usr/bin/qemu[^)]*-cpu" "[^"]*"' "$BUILD/common/core/CTestTestfile.cmake" | tr -d '"')"
   regex="^($(IFS='|'; echo "${TESTS[*]}"))\$"
   if ! ctest --test-dir "$BUILD" --output-on-failure -j1 -R "$regex"; then
     say "unit tests FAILED under qemu (took $(elapsed "$t"))"

@@ -22,7 +22,8 @@ PACKAGES=(
   libboost-dev libssl-dev libsodium-dev libarchive-dev zlib1g-dev libzstd-dev
   nlohmann-json3-dev libexpected-dev libcli11-dev libspdlog-dev libfmt-dev catch2
   libsqlite3-dev libmosquitto-dev
-  # libarchive's private dependencies, so that `cross/build-agent.sh --static` can link libarchive.a
+  # libarchive's private dependencies (pkg-config --static), for trying a static libarchive link; --static does not
+  # use them today: libarchive.a drags in libxml2 and ICU (see cmake/Dependencies.cmake)
   liblzma-dev libbz2-dev liblz4-dev libacl1-dev nettle-dev libxml2-dev
 )
 
