@@ -40,6 +40,8 @@ std::string Str(const Json& j, const char* key, const std::string& fallback = "-
 // Numbers as integers when whole ("3", "2.5" otherwise), strings as they are.
 std::string Num(const Json& j, const char* key, const std::string& fallback = "-");
 int64_t Int(const Json& j, const char* key, int64_t fallback = 0);
+// "-" for an empty string: the API sends "" for "no job" and a blank cell reads as a rendering bug.
+inline std::string NonEmpty(std::string s) { return s.empty() ? "-" : s; }
 
 // "12s ago", "5m ago", "in 29d"; "-" when empty or unparsable (shown verbatim then, so nothing is hidden).
 std::string HumanTime(const std::string& rfc3339, core::TimePoint now);

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "fleet.hpp"
 
@@ -10,8 +12,12 @@ namespace tug::cli {
 
 // One phase of GET /rollouts/{id} as a progress line; `position` counts from 1 like the docs do:
 //   phase 2  50%  [#####.....]  3/6 ok  1 failed  0 unreached  soaking
-// The bar fills with succeeded devices over the phase's target: failures never look like progress.
-std::string PhaseLine(const Json& phase, size_t position);
+// Phase targets in the API are cumulative (50% means half the fleet including the canary) while counts are the
+// phase's own devices, so the line shows succeeded over target minus `previous_target`. The bar fills with
+// succeeded devices only: failures never look like progress.
+std::string PhaseLine(const Json& phase, size_t position, int64_t previous_target);
+// Every phase line of a rollout, in order.
+std::vector<std::string> PhaseLines(const Json& rollout);
 // "rollout r-1  running  release 42 "sensor 2.0.1"" — the first line of get and watch.
 std::string RolloutHeadline(const Json& rollout);
 // Devices whose outcome counts as a failure (failed, timed_out, rolled_back), with attempts and errors.

@@ -108,9 +108,9 @@ void RenderRollout(const Io& io, const Json& r) {
   io.out << "devices: " << CountsSummary(r.value("counts", Json::object())) << "\n";
   const std::string reason = Str(r, "abort_reason", "");
   if (!reason.empty()) io.out << "abort reason: " << reason << "\n";
-  const Json phases = r.value("phases", Json::array());
+  const std::vector<std::string> phases = PhaseLines(r);
   if (!phases.empty()) io.out << "\n";
-  for (size_t i = 0; i < phases.size(); ++i) io.out << PhaseLine(phases[i], i + 1) << "\n";
+  for (const auto& l : phases) io.out << l << "\n";
   const Json devices = r.value("devices", Json::array());
   if (devices.empty()) return;
   io.out << "\n";
@@ -119,7 +119,7 @@ void RenderRollout(const Io& io, const Json& r) {
     // The API numbers phases from 0 and uses -1 for "not assigned yet"; people count from 1.
     const int64_t phase = Int(d, "phase", -1);
     t.Add({Str(d, "id"), phase < 0 ? "-" : std::to_string(phase + 1), Str(d, "state"), Num(d, "attempts", "0"),
-           Str(d, "job"), Str(d, "error", "")});
+           NonEmpty(Str(d, "job")), Str(d, "error", "")});
   }
   t.Print(io.out);
 }

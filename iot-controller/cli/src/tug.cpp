@@ -43,7 +43,8 @@ int Run(const std::vector<std::string>& args, const Io& io) {
   // Global options (--controller, --json, ...) may follow the subcommand: `tug devices list --json`.
   app.fallthrough();
   app.footer(
-      "Exit codes: 0 success, 1 the operation failed (reason on stderr), 2 usage error.\n"
+      "Exit codes: 0 success, 1 the operation failed (reason on stderr), 2 usage error, 3 'rollout watch' "
+      "reached its --timeout.\n"
       "Run 'tug COMMAND --help' for a command's flags and an example.\n\n"
       "Typical flow:\n"
       "  tug keygen --out release-key\n"

@@ -20,6 +20,9 @@ using testsupport::FakeResponse;
 
 namespace {
 
+// Phase targets are cumulative, as the controller reports them: Phase(1, 5, ...) after Phase(0, 1, ...) has 4
+// devices of its own.
+
 // 2026-11-22T10:00:00Z: every test's "now", so "12s ago" is stable.
 core::TimePoint Now() { return *core::ParseRfc3339("2026-11-22T10:00:00Z"); }
 
@@ -344,14 +347,14 @@ TEST_CASE("rollout get and list render phases, devices and counts") {
     if (req.target == "/api/v1/rollouts")
       return Json(200, {{"rollouts", {Rollout("running", json::array())}}});
     return Json(200, Rollout("running",
-                             {Phase(0, 1, "done", 1, 0, 0), Phase(1, 6, "soaking", 3, 1, 0, 0, 2),
-                              Phase(2, 12, "pending", 0, 0, 0, 6)},
+                             {Phase(0, 1, "done", 1, 0, 0), Phase(1, 7, "soaking", 3, 1, 0, 0, 2),
+                              Phase(2, 12, "pending", 0, 0, 0, 5)},
                              {{{"id", "pi-1"}, {"phase", 0}, {"state", "succeeded"}, {"attempts", 1},
                                {"job", "r-1.pi-1.1"}, {"error", ""}},
                               {{"id", "pi-2"}, {"phase", 1}, {"state", "failed"}, {"attempts", 2},
                                {"job", "r-1.pi-2.2"}, {"error", "health check failed"}},
                               {{"id", "pi-3"}, {"phase", -1}, {"state", "pending"}, {"attempts", 0},
-                               {"job", nullptr}, {"error", nullptr}}}));
+                               {"job", ""}, {"error", ""}}}));
   });
   Runner tug;
   tug.env = {{"TUG_CONTROLLER", Url(server)}};
@@ -364,7 +367,7 @@ TEST_CASE("rollout get and list render phases, devices and counts") {
         "\n"
         "phase 1 100%  [##########]  1/1 ok  0 failed  0 unreached  done\n"
         "phase 2  50%  [#####.....]  3/6 ok  1 failed  0 unreached  soaking\n"
-        "phase 3   0%  [..........]  0/12 ok  0 failed  0 unreached  pending\n"
+        "phase 3   0%  [..........]  0/5 ok  0 failed  0 unreached  pending\n"
         "\n"
         "DEVICE  PHASE  STATE      ATTEMPTS  JOB         ERROR\n"
         "pi-1    1      succeeded  1         r-1.pi-1.1\n"
@@ -381,11 +384,11 @@ TEST_CASE("rollout watch follows an aborting rollout, appends plain lines off a 
   std::atomic<int> polls{0};
   FakeHttpServer server([&](const FakeRequest&) {
     const int n = polls++;
-    if (n == 0) return Json(200, Rollout("running", {Phase(0, 1, "active", 0, 0, 0, 0, 1), Phase(1, 4, "pending", 0, 0, 0, 4)}));
-    if (n == 1) return Json(200, Rollout("running", {Phase(0, 1, "active", 0, 0, 0, 0, 1), Phase(1, 4, "pending", 0, 0, 0, 4)}));
+    if (n == 0) return Json(200, Rollout("running", {Phase(0, 1, "active", 0, 0, 0, 0, 1), Phase(1, 5, "pending", 0, 0, 0, 4)}));
+    if (n == 1) return Json(200, Rollout("running", {Phase(0, 1, "active", 0, 0, 0, 0, 1), Phase(1, 5, "pending", 0, 0, 0, 4)}));
     if (n == 2) return FakeResponse{503, {}, ""};  // controller restarting: the watch rides it out
-    if (n == 3) return Json(200, Rollout("running", {Phase(0, 1, "done", 1, 0, 0), Phase(1, 4, "active", 1, 1, 0, 0, 2)}));
-    return Json(200, Rollout("aborted", {Phase(0, 1, "done", 1, 0, 0), Phase(1, 4, "done", 1, 2, 1)},
+    if (n == 3) return Json(200, Rollout("running", {Phase(0, 1, "done", 1, 0, 0), Phase(1, 5, "active", 1, 1, 0, 0, 2)}));
+    return Json(200, Rollout("aborted", {Phase(0, 1, "done", 1, 0, 0), Phase(1, 5, "done", 1, 2, 1)},
                              {{{"id", "pi-2"}, {"phase", 1}, {"state", "rolled_back"}, {"attempts", 2},
                                {"job", "r-1.pi-2.2"}, {"error", "health check failed: exit 1"}},
                               {{"id", "pi-3"}, {"phase", 1}, {"state", "timed_out"}, {"attempts", 1},

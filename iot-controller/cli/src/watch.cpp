@@ -29,18 +29,19 @@ void Sleep(const Io& io, std::chrono::milliseconds d) {
 // What the frame shows, so a non-TTY run prints a new block only when something moved.
 std::vector<std::string> Frame(const Json& r) {
   std::vector<std::string> lines{RolloutHeadline(r)};
-  const Json phases = r.value("phases", Json::array());
-  for (size_t i = 0; i < phases.size(); ++i) lines.push_back(PhaseLine(phases[i], i + 1));
+  for (auto& l : PhaseLines(r)) lines.push_back(std::move(l));
   return lines;
 }
 
 }  // namespace
 
-std::string PhaseLine(const Json& phase, size_t position) {
+std::string PhaseLine(const Json& phase, size_t position, int64_t previous_target) {
   const Json counts = phase.value("counts", Json::object());
   const int64_t ok = Int(counts, "succeeded");
   int64_t target = Int(phase, "target", -1);
-  if (target < 0) {  // not a count: fall back to the devices the phase knows about
+  if (target >= 0) {
+    target = std::max<int64_t>(0, target - previous_target);
+  } else {  // no target: fall back to the devices the phase knows about
     target = 0;
     for (const char* k : {"pending", "in_progress", "succeeded", "failed", "unreached"}) target += Int(counts, k);
   }
@@ -53,6 +54,17 @@ std::string PhaseLine(const Json& phase, size_t position) {
     << "]  " << ok << "/" << target << " ok  " << Int(counts, "failed") << " failed  " << Int(counts, "unreached")
     << " unreached  " << state;
   return s.str();
+}
+
+std::vector<std::string> PhaseLines(const Json& r) {
+  std::vector<std::string> lines;
+  int64_t previous = 0;
+  const Json phases = r.value("phases", Json::array());
+  for (size_t i = 0; i < phases.size(); ++i) {
+    lines.push_back(PhaseLine(phases[i], i + 1, previous));
+    previous = std::max(previous, Int(phases[i], "target", previous));
+  }
+  return lines;
 }
 
 std::string RolloutHeadline(const Json& r) {
