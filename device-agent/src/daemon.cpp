@@ -203,8 +203,23 @@ class Daemon {
     const std::string job = d.value("job", "job-v" + std::to_string(v));
     std::string envelope;
     if (d.contains("release")) envelope = d["release"].is_string() ? d["release"].get<std::string>() : d["release"].dump();
-    Enqueue([this, v, job, envelope] {
+    const bool rollback = d.value("action", "") == "rollback";
+    Enqueue([this, v, job, envelope, rollback] {
       if (auto st = applied_.Set(v); !st) spdlog::error("persisting applied_v: {}", st.error().Message());
+      if (rollback) {
+        current_job_ = job;
+        auto st = updater_->Rollback(job);
+        if (!st) {
+          // Nothing to roll back to (or an update in flight): say so on the job topic, the controller counts it.
+          json status{{"state", "FAILED"}, {"seq", 0}, {"boot_id", boot_id_},
+                      {"error", {{"code", "rollback"}, {"retryable", false}, {"message", st.error().Message()}}}};
+          asio::post(io_, [this, topic = prefix_ + "jobs/" + job + "/status", body = status.dump()] {
+            (void)mqtt_->Publish(topic, body, 1, false);
+          });
+        }
+        PublishState();
+        return;
+      }
       if (envelope.empty()) {
         spdlog::warn("desired v{} has no release", v);
         PublishState();
@@ -217,7 +232,12 @@ class Daemon {
     });
   }
 
-  void OnCommand(const mqtt::Message& m) {
+  void OnCommand(const mqtt::Message& in) {
+    // The broker lets a device write only below its own prefix: answer on cmd/res unless the requester asked for
+    // a topic there (an answer elsewhere would be dropped silently by the ACL).
+    mqtt::Message m = in;
+    if (m.response_topic && m.response_topic->rfind(prefix_, 0) != 0) m.response_topic = prefix_ + "cmd/res";
+    if (!m.response_topic) m.response_topic = prefix_ + "cmd/res";
     json req;
     std::string cmd;
     try {

@@ -481,7 +481,7 @@ Status Updater::Recover() {
   return result;
 }
 
-Status Updater::Rollback() {
+Status Updater::Rollback(const std::string& job_id) {
   TUG_ASSIGN_OR_RETURN(auto last, LoadJournal(env_, dir_.journal()));
   if (!IsTerminal(last.state))
     return MakeError(Errc::kInvalidArgument, "an update (" + last.job_id + ") is in progress in state " +
@@ -494,7 +494,7 @@ Status Updater::Rollback() {
     return MakeError(Errc::kNotFound, "no previous committed release to roll back to (slot " + prev + " is " +
                                           ToString(rec.status) + ")");
   Journal j;
-  j.job_id = "rollback-" + core::FormatRfc3339(clock_.Now());
+  j.job_id = job_id.empty() ? "rollback-" + core::FormatRfc3339(clock_.Now()) : job_id;
   j.seq = last.seq;
   j.release_envelope = rec.release_envelope;
   j.version = rec.version;

@@ -9,12 +9,16 @@
 // Protocol, per device id D (prefix tug/v1/d/D/):
 //   desired   (retained, controller -> device) {"v","job","release":<envelope JSON object or string>,"policy"}:
 //             applied once when v > the persisted applied_v; the same retained message after a reconnect is ignored.
+//             {"v","job","action":"rollback"} switches to the previous committed release (fleet rollback: retained,
+//             so devices offline at the time roll back when they return; a release can't do it, the ratchet forbids
+//             lower versions).
 //   state     (retained) {"boot_id","seq","applied_v","active","previous","job","arch","agent_version","free_bytes",
 //             "labels"}: on connect, after every job transition and on "report".
 //   presence  (retained) {"online","boot_id","ts"}; the Last Will says online:false.
 //   jobs/J/status   each transition {"state","seq","boot_id","error"} QoS 1.
 //   jobs/J/progress {"phase","bytes","total"} QoS 0, at most once a second.
-//   cmd/req -> response topic of the request (MQTT 5 response topic + correlation data):
+//   cmd/req -> cmd/res (or the request's MQTT 5 response topic if it lies below the device's prefix, the only place
+//             the ACL lets a device write), with the request's correlation data:
 //             {"cmd":"cancel"|"rollback"|"restart"|"report"|"logs"} -> {"ok":bool,"error":"...","result":...}
 #pragma once
 

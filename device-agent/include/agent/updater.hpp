@@ -76,8 +76,8 @@ class Updater {
   // container is running. Idempotent.
   Status Recover();
 
-  // Operator rollback: switch to the previous committed slot and run it.
-  Status Rollback();
+  // Operator rollback: switch to the previous committed slot and run it (job id default: rollback-<time>).
+  Status Rollback(const std::string& job_id = "");
 
   // Cancels a job that has not reached ACTIVATING (FAILED with kCancelled); later states cannot be cancelled.
   // For a job left behind by a crash; a job running in another thread is stopped with RequestCancel().
