@@ -234,7 +234,7 @@ build_images() {
   heading "6. Build, push and sign three arm64 releases of the sensor app (image-builder, examples/sensor)"
   say "Dockerfile: FROM the busybox base, COPY the static sensor binary, HEALTHCHECK test -e /tmp/ready."
   build_sensor 1 "reports temperature"
-  build_sensor 2 "adds humidity (a one-line change in sensor.c): only the app layer changes"
+  build_sensor 2 "adds humidity (VERSION=2 turns on one line of sensor.c): only the app layer changes"
   build_sensor 3 "broken: starts, but never creates /tmp/ready, so its health check fails"
   local base1 base2
   base1=${LAYERS[1]%% *} base2=${LAYERS[2]%% *}

@@ -6,7 +6,7 @@
 # Cases, each timed around one `image-builder build` into a fresh OCI layout (no push):
 #   cold      v1 with an empty --cache-dir (every step runs: base extraction, COPY, the RUN smoke test under QEMU)
 #   cached    v1 again with the cache that build filled (same inputs: every step a cache hit)
-#   one-line  v2 with the cache filled by v1 (v2 = v1 plus one line of sensor.c: the COPY misses, so does the RUN
+#   one-line  v2 with the cache filled by v1 (v2 = v1 plus the humidity line of sensor.c: the COPY misses, so does the RUN
 #             after it; the base is shared)
 # plus the static cross-compile of the binary (examples/sensor/build.sh) and the bytes a device that runs v1 must
 # download to update to v2: every blob of v2 (index, manifest, config, layers) that v1 does not have, which is what
@@ -50,7 +50,7 @@ build() {
   >/dev/null 2>&1 || { echo "$0: debootstrap-lite failed" >&2; exit 1; }
 
 compile=() cold=() cached=() oneline=()
-for i in $(seq "$RUNS"); do
+for _ in $(seq "$RUNS"); do
   rm -rf "$T/ctx-v1" "$T/ctx-v2"
   t0=$(now); "$HERE/build.sh" arm64 1 "$T/ctx-v1" >/dev/null; t1=$(now)
   compile+=("$(elapsed "$t0" "$t1")")
@@ -101,7 +101,7 @@ Dockerfile's \`RUN /usr/bin/sensor --version\` smoke test runs under QEMU.
 | cross-compile | \`examples/sensor/build.sh arm64 1 DIR\` (aarch64-linux-gnu-gcc -static -Os) | ${compile[*]} | $(median "${compile[@]}") |
 | cold | v1, empty \`--cache-dir\`: base extracted, COPY layer made, RUN under QEMU | ${cold[*]} | $(median "${cold[@]}") |
 | cached | v1 again, same inputs: COPY and RUN are cache hits | ${cached[*]} | $(median "${cached[@]}") |
-| one-line change | v2 (one line of sensor.c) with v1's cache: new COPY layer, RUN again | ${oneline[*]} | $(median "${oneline[@]}") |
+| one-line change | v2 (VERSION=2: one compile flag, which enables the humidity line of sensor.c) with v1's cache: new COPY layer, RUN again | ${oneline[*]} | $(median "${oneline[@]}") |
 
 What a device running v1 downloads to update to v2 (blobs of v2 it lacks, from the two OCI layouts):
 
