@@ -1,1 +1,345 @@
-// placeholder
+#include "controller/api.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include "crypto/release.hpp"
+
+namespace tug::controller {
+
+using nlohmann::json;
+
+namespace {
+
+HttpResponse Json(int status, const json& body) {
+  return HttpResponse{.status = status, .content_type = "application/json", .body = body.dump()};
+}
+
+HttpResponse Err(int status, const std::string& message, const std::string& field = "") {
+  json b{{"error", message}};
+  if (!field.empty()) b["field"] = field;
+  return Json(status, b);
+}
+
+// Maps an engine/store error to its HTTP answer: the error code decides, never the message.
+HttpResponse FromError(const Error& e) {
+  if (e.Is(Errc::kNotFound)) return Err(404, e.context);
+  if (e.Is(Errc::kAlreadyExists)) return Err(409, e.context);
+  if (e.Is(Errc::kInvalidArgument)) return Err(400, e.context, FieldOf(e));
+  spdlog::error("api: {}", e.Message());
+  return Err(500, e.Message());
+}
+
+std::string PercentDecode(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size()) {
+      auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+      };
+      const int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
+      if (hi >= 0 && lo >= 0) {
+        out.push_back(static_cast<char>(hi * 16 + lo));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+std::vector<std::string> SplitPath(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    if (end > start) parts.push_back(PercentDecode(path.substr(start, end - start)));
+    start = end + 1;
+  }
+  return parts;
+}
+
+std::vector<std::pair<std::string, std::string>> ParseQuery(const std::string& q) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t start = 0;
+  while (start < q.size()) {
+    size_t end = q.find('&', start);
+    if (end == std::string::npos) end = q.size();
+    const std::string kv = q.substr(start, end - start);
+    const size_t eq = kv.find('=');
+    if (!kv.empty())
+      out.emplace_back(PercentDecode(kv.substr(0, eq)), eq == std::string::npos ? "" : PercentDecode(kv.substr(eq + 1)));
+    start = end + 1;
+  }
+  return out;
+}
+
+bool ConstantTimeEquals(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+std::string Time(Millis ms) {
+  if (ms == 0) return "";
+  return core::FormatRfc3339(core::TimePoint(std::chrono::milliseconds(ms)));
+}
+
+json DeviceJson(const Device& d) {
+  return {{"id", d.id},
+          {"labels", d.EffectiveLabels()},
+          {"reported_labels", d.reported_labels},
+          {"operator_labels", d.operator_labels},
+          {"online", d.online},
+          {"last_seen", Time(d.last_seen)},
+          {"boot_id", d.boot_id},
+          {"active", d.active},
+          {"previous", d.previous},
+          {"job", {{"id", d.job_id}, {"phase", d.job_phase}}},
+          {"applied_v", d.applied_v},
+          {"desired_v", d.desired_v},
+          {"arch", d.arch},
+          {"agent_version", d.agent_version}};
+}
+
+json ReleaseJson(const Release& r) {
+  return {{"version", r.version}, {"name", r.name}, {"repository", r.repository}, {"digest", r.digest},
+          {"expires_at", r.expires_at}, {"registered_at", Time(r.created_at)}};
+}
+
+std::optional<uint64_t> ParseU64(const std::string& s) {
+  if (s.empty() || s.size() > 19) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+Api::Api(Store& store, Engine& engine, Metrics& metrics, crypto::TrustRoot root, std::string token,
+         const core::Clock& clock)
+    : store_(store), engine_(engine), metrics_(metrics), root_(std::move(root)), token_(std::move(token)),
+      clock_(clock) {}
+
+HttpResponse Api::Handle(const HttpRequest& req) {
+  ++metrics_.http_requests;
+  const size_t qpos = req.target.find('?');
+  const std::string path = req.target.substr(0, qpos);
+  const auto query = qpos == std::string::npos ? decltype(ParseQuery("")){} : ParseQuery(req.target.substr(qpos + 1));
+  const auto p = SplitPath(path);
+  const std::string& m = req.method;
+
+  if (p.size() == 1 && p[0] == "healthz") {
+    if (m != "GET") return Err(405, "method not allowed");
+    return Json(200, {{"status", "ok"}, {"mqtt_connected", metrics_.mqtt_connected}});
+  }
+  if (p.size() == 1 && p[0] == "metrics") {
+    if (m != "GET") return Err(405, "method not allowed");
+    auto text = RenderMetrics(store_, metrics_, engine_.counters());
+    if (!text) return FromError(text.error());
+    return HttpResponse{.status = 200, .content_type = "text/plain; version=0.0.4", .body = *text};
+  }
+  if (p.size() < 3 || p[0] != "api" || p[1] != "v1") return Err(404, "no such route: " + path);
+
+  const std::string kBearer = "Bearer ";
+  if (req.authorization.rfind(kBearer, 0) != 0 ||
+      !ConstantTimeEquals(req.authorization.substr(kBearer.size()), token_))
+    return Err(401, "missing or wrong bearer token");
+
+  json body;
+  if (m == "POST" || m == "PUT") {
+    body = json::parse(req.body.empty() ? "{}" : req.body, nullptr, false);
+    if (body.is_discarded()) return Err(400, "body is not valid JSON", "body");
+  }
+  const std::string& coll = p[2];
+
+  // ---- devices ----
+  if (coll == "devices") {
+    if (p.size() == 3) {
+      if (m != "GET") return Err(405, "method not allowed");
+      Labels want;
+      std::optional<bool> online;
+      std::optional<uint64_t> version;
+      for (const auto& [k, v] : query) {
+        if (k == "label") {
+          const size_t eq = v.find('=');
+          if (eq == std::string::npos || eq == 0) return Err(400, "label filter must be key=value", "label");
+          want[v.substr(0, eq)] = v.substr(eq + 1);
+        } else if (k == "online") {
+          if (v != "true" && v != "false") return Err(400, "online must be true or false", "online");
+          online = v == "true";
+        } else if (k == "version") {
+          version = ParseU64(v);
+          if (!version) return Err(400, "version must be a release version number", "version");
+        } else {
+          return Err(400, "unknown query parameter '" + k + "'", k);
+        }
+      }
+      auto devices = store_.ListDevices();
+      if (!devices) return FromError(devices.error());
+      json out = json::array();
+      for (const auto& d : *devices) {
+        if (online && d.online != *online) continue;
+        if (version && !(d.active.is_object() && d.active.value("version", uint64_t{0}) == *version)) continue;
+        const Labels l = d.EffectiveLabels();
+        bool ok = true;
+        for (const auto& [k, v] : want) ok = ok && l.count(k) && l.at(k) == v;
+        if (ok) out.push_back(DeviceJson(d));
+      }
+      return Json(200, {{"devices", out}});
+    }
+    auto dev = store_.GetDevice(p[3]);
+    if (!dev) return FromError(dev.error());
+    if (!*dev) return Err(404, "device " + p[3] + " not found");
+    if (p.size() == 4) {
+      if (m != "GET") return Err(405, "method not allowed");
+      return Json(200, DeviceJson(**dev));
+    }
+    if (p.size() == 5 && p[4] == "labels") {
+      if (m != "PUT") return Err(405, "method not allowed");
+      if (!body.contains("labels") || !body["labels"].is_object())
+        return Err(400, "labels must be an object of strings", "labels");
+      Labels l;
+      for (const auto& [k, v] : body["labels"].items()) {
+        if (k.empty() || !v.is_string()) return Err(400, "labels must be an object of strings", "labels." + k);
+        l[k] = v.get<std::string>();
+      }
+      Device d = **dev;
+      d.operator_labels = l;
+      if (auto st = store_.PutDevice(d); !st) return FromError(st.error());
+      // Relabelling can make the device match a running rollout's selector.
+      if (auto st = engine_.Tick(); !st) return FromError(st.error());
+      return Json(200, DeviceJson(d));
+    }
+    return Err(404, "no such route: " + path);
+  }
+
+  // ---- releases ----
+  if (coll == "releases") {
+    if (p.size() == 3 && m == "GET") {
+      auto rels = store_.ListReleases();
+      if (!rels) return FromError(rels.error());
+      json out = json::array();
+      for (const auto& r : *rels) out.push_back(ReleaseJson(r));
+      return Json(200, {{"releases", out}});
+    }
+    if (p.size() == 3 && m == "POST") {
+      auto v = crypto::VerifyRelease(req.body, root_, crypto::ReleasePolicy{.now = clock_.Now(), .ratchet = 0,
+                                                                              .expected_repository = ""});
+      if (!v) {
+        const auto& e = v.error();
+        std::string field = "envelope";
+        if (e.Is(Errc::kSignature)) field = "signatures";
+        if (e.Is(Errc::kExpired)) field = "expires_at";
+        return Err(400, "release refused: " + e.context, field);
+      }
+      const auto& rel = v->release;
+      if (rel.version == 0) return Err(400, "release version must be above 0", "version");
+      auto existing = store_.GetRelease(rel.version);
+      if (!existing) return FromError(existing.error());
+      if (*existing) {
+        if ((*existing)->digest != rel.digest)
+          return Err(409, "release version " + std::to_string(rel.version) + " is already registered with digest " +
+                              (*existing)->digest);
+        return Json(200, ReleaseJson(**existing));  // the same release again: idempotent
+      }
+      Release r{.version = rel.version,
+                .name = rel.name,
+                .repository = rel.repository,
+                .digest = rel.digest,
+                .expires_at = core::FormatRfc3339(rel.expires_at),
+                .envelope = req.body,
+                .created_at = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now().time_since_epoch())
+                                  .count()};
+      if (auto st = store_.PutRelease(r); !st) return FromError(st.error());
+      return Json(201, ReleaseJson(r));
+    }
+    if (p.size() == 4 && m == "GET") {
+      auto version = ParseU64(p[3]);
+      if (!version) return Err(400, "release version must be a number", "version");
+      auto rel = store_.GetRelease(*version);
+      if (!rel) return FromError(rel.error());
+      if (!*rel) return Err(404, "release " + p[3] + " not found");
+      json out = ReleaseJson(**rel);
+      out["envelope"] = json::parse((*rel)->envelope, nullptr, false);
+      return Json(200, out);
+    }
+    if (p.size() <= 4) return Err(405, "method not allowed");
+    return Err(404, "no such route: " + path);
+  }
+
+  // ---- rollouts ----
+  if (coll == "rollouts") {
+    if (p.size() == 3 && m == "POST") {
+      auto spec = ParseRolloutSpec(body);
+      if (!spec) return FromError(spec.error());
+      auto id = engine_.CreateRollout(*spec);
+      if (!id) {
+        if (id.error().Is(Errc::kNotFound)) return Err(400, id.error().context, "release");
+        return FromError(id.error());
+      }
+      auto rep = engine_.RolloutReport(*id);
+      if (!rep) return FromError(rep.error());
+      return Json(201, *rep);
+    }
+    if (p.size() == 3 && m == "GET") {
+      auto rollouts = store_.ListRollouts();
+      if (!rollouts) return FromError(rollouts.error());
+      json out = json::array();
+      for (const auto& r : *rollouts) {
+        auto rep = engine_.RolloutReport(r.id);
+        if (!rep) return FromError(rep.error());
+        rep->erase("devices");
+        rep->erase("touched");
+        out.push_back(*rep);
+      }
+      return Json(200, {{"rollouts", out}});
+    }
+    if (p.size() == 4) {
+      if (m != "GET") return Err(405, "method not allowed");
+      auto rep = engine_.RolloutReport(p[3]);
+      if (!rep) return FromError(rep.error());
+      return Json(200, *rep);
+    }
+    if (p.size() == 5 || (p.size() == 7 && p[4] == "devices" && p[6] == "cancel")) {
+      if (m != "POST") return Err(405, "method not allowed");
+      const std::string& id = p[3];
+      Status st;
+      int rollback_sent = -1;
+      if (p.size() == 7) {
+        st = engine_.CancelDevice(id, p[5]);
+      } else if (p[4] == "pause") {
+        st = engine_.Pause(id);
+      } else if (p[4] == "resume") {
+        st = engine_.Resume(id);
+      } else if (p[4] == "cancel") {
+        st = engine_.Cancel(id);
+      } else if (p[4] == "rollback") {
+        auto n = engine_.Rollback(id);
+        if (n) rollback_sent = *n;
+        else st = tl::unexpected(n.error());
+      } else {
+        return Err(404, "no such route: " + path);
+      }
+      if (!st) return FromError(st.error());
+      auto rep = engine_.RolloutReport(id);
+      if (!rep) return FromError(rep.error());
+      if (rollback_sent >= 0) (*rep)["rollback_sent"] = rollback_sent;
+      return Json(200, *rep);
+    }
+    return Err(404, "no such route: " + path);
+  }
+  return Err(404, "no such route: " + path);
+}
+
+}  // namespace tug::controller

@@ -1,1 +1,46 @@
-// placeholder
+#include "controller/metrics.hpp"
+
+#include <map>
+#include <sstream>
+
+namespace tug::controller {
+
+Result<std::string> RenderMetrics(Store& store, const Metrics& m, const EngineCounters& c) {
+  std::ostringstream o;
+  TUG_ASSIGN_OR_RETURN(auto devices, store.ListDevices());
+  size_t online = 0;
+  for (const auto& d : devices) online += d.online;
+  o << "# HELP tug_devices_total Devices known to the controller.\n# TYPE tug_devices_total gauge\n"
+    << "tug_devices_total " << devices.size() << "\n";
+  o << "# HELP tug_devices_online Devices whose last presence said online.\n# TYPE tug_devices_online gauge\n"
+    << "tug_devices_online " << online << "\n";
+  TUG_ASSIGN_OR_RETURN(auto rollouts, store.ListRollouts());
+  o << "# HELP tug_rollouts Rollouts by state.\n# TYPE tug_rollouts gauge\n";
+  std::map<std::string, int> by_state;
+  for (const auto& r : rollouts) by_state[ToString(r.state)]++;
+  for (auto s : {RolloutState::kRunning, RolloutState::kPaused, RolloutState::kSucceeded, RolloutState::kAborted,
+                 RolloutState::kCancelled})
+    o << "tug_rollouts{state=\"" << ToString(s) << "\"} " << by_state[ToString(s)] << "\n";
+  o << "# HELP tug_rollout_devices Devices of a rollout by outcome state.\n# TYPE tug_rollout_devices gauge\n";
+  for (const auto& r : rollouts) {
+    TUG_ASSIGN_OR_RETURN(auto rows, store.ListRolloutDevices(r.id));
+    std::map<std::string, int> n;
+    for (const auto& rd : rows) n[ToString(rd.state)]++;
+    for (int i = 0; i <= static_cast<int>(DeviceJobState::kRolledBack); ++i) {
+      const char* s = ToString(static_cast<DeviceJobState>(i));
+      o << "tug_rollout_devices{rollout=\"" << r.id << "\",state=\"" << s << "\"} " << n[s] << "\n";
+    }
+  }
+  o << "# TYPE tug_mqtt_messages_received_total counter\ntug_mqtt_messages_received_total "
+    << m.mqtt_messages_received << "\n";
+  o << "# TYPE tug_mqtt_messages_invalid_total counter\ntug_mqtt_messages_invalid_total " << m.mqtt_messages_invalid
+    << "\n";
+  o << "# TYPE tug_mqtt_connected gauge\ntug_mqtt_connected " << (m.mqtt_connected ? 1 : 0) << "\n";
+  o << "# TYPE tug_reports_applied_total counter\ntug_reports_applied_total " << c.reports_applied << "\n";
+  o << "# TYPE tug_reports_ignored_total counter\ntug_reports_ignored_total " << c.reports_ignored << "\n";
+  o << "# TYPE tug_desired_published_total counter\ntug_desired_published_total " << c.desired_published << "\n";
+  o << "# TYPE tug_http_requests_total counter\ntug_http_requests_total " << m.http_requests << "\n";
+  return o.str();
+}
+
+}  // namespace tug::controller

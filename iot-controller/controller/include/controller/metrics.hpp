@@ -1,0 +1,23 @@
+// Prometheus text exposition for GET /metrics. Counters live in Metrics (bumped on the io thread); gauges are read
+// from the Store at scrape time, so they are right after a restart.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "controller/engine.hpp"
+#include "controller/store.hpp"
+
+namespace tug::controller {
+
+struct Metrics {
+  uint64_t mqtt_messages_received = 0;
+  uint64_t mqtt_messages_invalid = 0;  // unknown topic shape or engine error
+  uint64_t http_requests = 0;
+  bool mqtt_connected = false;
+};
+
+// Blocks on Store reads. kIo if the store fails.
+Result<std::string> RenderMetrics(Store& store, const Metrics& m, const EngineCounters& c);
+
+}  // namespace tug::controller

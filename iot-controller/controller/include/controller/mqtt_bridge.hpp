@@ -1,0 +1,63 @@
+// MqttBridge: connects the Engine to the broker (DESIGN §5). It is the Engine's Publisher (desired, cmd/req) and
+// feeds it the device reports.
+//
+// Subscriptions: shared ($share/ctrl/...) to tug/v1/d/+/presence, tug/v1/d/+/state and tug/v1/d/+/jobs/+/status, so
+// several controllers split the load. Shared subscriptions get no retained messages, so after each connect the
+// bridge also subscribes plainly to presence and state for `snapshot_window` and then unsubscribes: that replays
+// the retained snapshot of the fleet; the engine ignores what it already has (state seq, idempotent reports).
+// After each connect it re-publishes desired states not yet applied (Engine::RepublishDesired).
+//
+// Threading: everything on the io_context thread (tug::mqtt::Client's rule). Publish never blocks; QoS 1 messages
+// published while disconnected are queued in memory by the client (bounded) and sent on reconnect.
+#pragma once
+
+#include <utility>  // before Asio: Debian's Boost 1.74 misses it in awaitable.hpp
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "controller/engine.hpp"
+#include "controller/metrics.hpp"
+#include "mqtt/client.hpp"
+
+namespace tug::controller {
+
+struct MqttConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8883;
+  std::string ca_file, cert_file, key_file;  // TLS unless ca_file is empty (plain: loopback tests only)
+  std::string client_id;                     // empty: controller-<random>
+  std::chrono::seconds keepalive{30};
+  std::chrono::milliseconds snapshot_window{std::chrono::seconds(5)};
+};
+
+class MqttBridge : public Publisher {
+ public:
+  MqttBridge(boost::asio::io_context& io, MqttConfig cfg, Metrics& metrics);
+  ~MqttBridge() override;
+  // The engine must be attached before Start; it must outlive the bridge's use (Stop before destroying it).
+  void Attach(Engine* engine) { engine_ = engine; }
+  // kInvalidArgument for bad TLS files; network trouble is retried by the client.
+  Status Start();
+  void Stop();
+  bool connected() const;
+  const std::string& client_id() const { return cfg_.client_id; }
+
+  Status Publish(const std::string& topic, const std::string& payload, bool retain) override;
+
+ private:
+  void OnMessage(const mqtt::Message& m);
+
+  boost::asio::io_context& io_;
+  MqttConfig cfg_;
+  Metrics& metrics_;
+  Engine* engine_ = nullptr;
+  std::unique_ptr<mqtt::Client> client_;
+  boost::asio::steady_timer snapshot_timer_;
+};
+
+}  // namespace tug::controller
