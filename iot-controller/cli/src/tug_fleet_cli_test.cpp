@@ -494,3 +494,18 @@ TEST_CASE("Every fleet command has help with an example") {
     CHECK(h.out.find("Example") != std::string::npos);
   }
 }
+
+TEST_CASE("A controller that never answers is cut off by the deadline, not waited on forever") {
+  FakeHttpServer server([](const FakeRequest&) {
+    FakeResponse r;
+    r.hang = true;
+    return r;
+  });
+  Runner tug;
+  const auto start = std::chrono::steady_clock::now();
+  auto r = tug({"rollout", "watch", "r-1", "--controller", Url(server), "--timeout", "1s"});
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+  CHECK(r.code == 3);
+  CHECK(r.err.find("no answer within the timeout") != std::string::npos);
+  CHECK(r.err.find("(retrying)") != std::string::npos);
+}
