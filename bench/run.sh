@@ -41,7 +41,8 @@ fi
 cat <<HDR
 # Benchmarks
 
-Produced by \`bench/run.sh\` (the whole file is rewritten on every run; do not edit by hand).
+Produced by \`bench/run.sh\`, which rewrites its numbered sections on every run and keeps the unnumbered ones after
+them (measured by the scripts they name). Do not edit numbers by hand.
 Every number is from one run in which ours and the peer were measured side by side; read the ratios, not the absolute
 times, and do not compare numbers across machines. Benchmarks never gate CI.
 
@@ -109,5 +110,11 @@ Notes:
   bytes received beyond the blob size. A retry after a cut that delivered bytes resumes at once (backoff and the
   attempt budget count only attempts without progress), so wall time is loopback time, not a 4G estimate.
 NOTES
-} >"$OUT"
+} >"$tmp/generated.md"
+# Sections measured by other scripts (the ARM agent, examples/sensor/bench.sh) follow the generated ones; keep them.
+kept=""
+if [ -f "$OUT" ]; then
+  kept=$(awk '/^## / { keep = ($0 !~ /^## [0-9]+\. /) } keep' "$OUT")
+fi
+{ cat "$tmp/generated.md"; [ -z "$kept" ] || printf '\n%s\n' "$kept"; } >"$OUT"
 echo "wrote $OUT" >&2
