@@ -19,7 +19,8 @@ std::string Version(const Json& release) {
 }
 
 std::string Job(const Json& d) {
-  if (!d.contains("job") || !d["job"].is_object()) return "-";
+  // The controller sends {"id":"","phase":""} for "no job" as well as null.
+  if (!d.contains("job") || !d["job"].is_object() || Str(d["job"], "id", "").empty()) return "-";
   return Str(d["job"], "id") + " (" + Str(d["job"], "phase") + ")";
 }
 
@@ -63,14 +64,33 @@ Status List(const Context& ctx, const ListFlags& f) {
   return CallAndRender(ctx, "GET", "/devices" + query, "", [&ctx](const Json& j) { RenderList(ctx.io, j); });
 }
 
-Status Label(const Context& ctx, const std::string& id, const std::vector<std::string>& assignments) {
+// "KEY-" removes a label (as kubectl does); anything else must be KEY=VALUE.
+bool IsRemoval(const std::string& a) {
+  return a.size() > 1 && a.back() == '-' && a.find('=') == std::string::npos;
+}
+
+Status Label(const Context& ctx, const std::string& id, const std::vector<std::string>& assignments, bool replace) {
+  const std::string path = "/devices/" + EscapePathSegment(id);
+  // PUT replaces the device's whole operator label set, so start from the current one: `label pi-1 tier=a` must
+  // not silently drop site=berlin set last week.
   Json labels = Json::object();
+  if (!replace) {
+    TUG_ASSIGN_OR_RETURN(ApiClient client, Connect(ctx));
+    TUG_ASSIGN_OR_RETURN(std::string answer, client.Get(path));
+    TUG_ASSIGN_OR_RETURN(Json device, ParseBody(answer, "GET " + path));
+    if (device.contains("operator_labels") && device["operator_labels"].is_object())
+      labels = device["operator_labels"];
+  }
   for (const auto& a : assignments) {
+    if (IsRemoval(a)) {
+      labels.erase(a.substr(0, a.size() - 1));
+      continue;
+    }
     auto [k, v] = ParseLabelArg("label", a);
     labels[k] = v;
   }
   const Json body = {{"labels", labels}};
-  return CallAndRender(ctx, "PUT", "/devices/" + EscapePathSegment(id) + "/labels", body.dump(),
+  return CallAndRender(ctx, "PUT", path + "/labels", body.dump(),
                        [&](const Json& j) {
                          // The answer is the device with its effective labels; older controllers may send nothing.
                          const Json shown = j.is_object() && j.contains("labels") ? j["labels"] : labels;
@@ -113,13 +133,20 @@ void AddDevicesCommands(CLI::App& app, Context& ctx) {
 
   auto lid = std::make_shared<std::string>();
   auto assignments = std::make_shared<std::vector<std::string>>();
+  auto replace = std::make_shared<bool>(false);
   CLI::App* label = devices->add_subcommand("label", "Set operator labels on a device (they win over reported ones).");
   label->add_option("id", *lid, "Device id")->required()->type_name("ID");
-  label->add_option("labels", *assignments, "Labels to set")->required()->type_name("KEY=VALUE ...");
-  label->footer("Example:\n  tug devices label pi-0042 tier=canary site=berlin");
-  label->callback([&ctx, lid, assignments] {
-    for (const auto& a : *assignments) ParseLabelArg("label", a);
-    ctx.action = [&ctx, lid, assignments] { return Label(ctx, *lid, *assignments); };
+  label->add_option("labels", *assignments, "Labels to set, or KEY- to remove one")
+      ->required()
+      ->type_name("KEY=VALUE|KEY- ...");
+  label->add_flag("--replace", *replace, "Make these the device's only operator labels instead of merging");
+  label->footer(
+      "Merges into the device's current operator labels unless --replace is given.\n\n"
+      "Example:\n  tug devices label pi-0042 tier=canary site=berlin\n  tug devices label pi-0042 tier-");
+  label->callback([&ctx, lid, assignments, replace] {
+    for (const auto& a : *assignments)
+      if (!IsRemoval(a)) ParseLabelArg("label", a);
+    ctx.action = [&ctx, lid, assignments, replace] { return Label(ctx, *lid, *assignments, *replace); };
   });
 }
 

@@ -150,7 +150,10 @@ void AddAction(CLI::App& rollout, Context& ctx, const std::string& verb, const s
     ctx.action = [&ctx, id, verb, done] {
       return CallAndRender(ctx, "POST", "/rollouts/" + EscapePathSegment(*id) + "/" + verb, "{}",
                            [&ctx, id, done](const Json& r) {
-                             ctx.io.out << "rollout " << *id << ": " << Str(r, "state", done) << "\n";
+                             ctx.io.out << "rollout " << *id << ": " << Str(r, "state", done);
+                             if (r.is_object() && r.contains("rollback_sent"))
+                               ctx.io.out << ", rollback sent to " << Num(r, "rollback_sent") << " device(s)";
+                             ctx.io.out << "\n";
                            });
     };
   });
@@ -259,8 +262,12 @@ void AddRolloutCommands(CLI::App& app, Context& ctx) {
     ctx.action = [&ctx, cid, dev] {
       return CallAndRender(
           ctx, "POST", "/rollouts/" + EscapePathSegment(*cid) + "/devices/" + EscapePathSegment(*dev) + "/cancel",
-          "{}", [&ctx, cid, dev](const Json& d) {
-            ctx.io.out << "device " << *dev << " in rollout " << *cid << ": " << Str(d, "state", "cancelled") << "\n";
+          "{}", [&ctx, cid, dev](const Json& r) {
+            // The answer is the whole rollout; the device's own row says where it ended up.
+            std::string state = "cancelled";
+            for (const Json& d : r.is_object() ? r.value("devices", Json::array()) : Json::array())
+              if (Str(d, "id") == *dev) state = Str(d, "state", state);
+            ctx.io.out << "device " << *dev << " in rollout " << *cid << ": " << state << "\n";
           });
     };
   });

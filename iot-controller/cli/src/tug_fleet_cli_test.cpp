@@ -95,7 +95,11 @@ TEST_CASE("devices list sends filters and the bearer token and prints an aligned
     return Json(200, {{"devices",
                        {Device("pi-0001", true, "2026-11-22T09:59:48Z", {{"version", 41}, {"digest", "sha256:aa"}},
                                {{"site", "berlin"}, {"tier", "canary"}}),
-                        Device("pi-0002-long", false, "2026-11-22T07:00:00Z", nullptr, json::object())}}});
+                        [] {
+                          json d = Device("pi-0002-long", false, "2026-11-22T07:00:00Z", nullptr, json::object());
+                          d["job"] = {{"id", ""}, {"phase", ""}};
+                          return d;
+                        }()}}});
   });
   Runner tug;
   auto r = tug({"devices", "list", "--controller", Url(server), "--token", "s3cret", "--label", "site=berlin",
@@ -270,6 +274,7 @@ TEST_CASE("devices get, devices label and releases add send the right requests a
                       {{"version", 42}, {"name", "sensor 2.0.1"}, {"digest", "sha256:bb"}}, {{"site", "berlin"}});
       d["previous"] = {{"version", 41}, {"name", "sensor 2.0.0"}, {"digest", "sha256:aa"}};
       d["job"] = {{"id", "r-1.pi/1.1"}, {"phase", "health_check"}};
+      d["operator_labels"] = {{"site", "berlin"}, {"old", "x"}};
       return Json(200, d);
     }
     if (req.method == "PUT") return Json(200, Device("pi/1", true, "", nullptr, {{"site", "berlin"}, {"tier", "a"}}));
@@ -297,9 +302,11 @@ TEST_CASE("devices get, devices label and releases add send the right requests a
         "previous:  v41  sensor 2.0.0  sha256:aa\n"
         "job:       r-1.pi/1.1 (health_check)\n");
 
-  auto label = tug({"devices", "label", "pi/1", "tier=a"});
+  // Merged into the current operator labels; "old-" removes one.
+  auto label = tug({"devices", "label", "pi/1", "tier=a", "old-"});
   REQUIRE(label.code == 0);
   CHECK(label.out == "labels of pi/1: site=berlin,tier=a\n");
+  REQUIRE(tug({"devices", "label", "pi/1", "--replace", "tier=b"}).code == 0);
 
   auto add = tug({"releases", "add", dir.Sub("release.json")});
   INFO(add.err);
@@ -309,17 +316,28 @@ TEST_CASE("devices get, devices label and releases add send the right requests a
   REQUIRE(piped.code == 0);
 
   auto reqs = server.requests();
-  REQUIRE(reqs.size() == 4);
-  CHECK(reqs[1].method == "PUT");
-  CHECK(reqs[1].target == "/api/v1/devices/pi%2F1/labels");
-  CHECK(json::parse(reqs[1].body) == json::parse(R"({"labels":{"tier":"a"}})"));
-  CHECK(reqs[2].body == envelope);
-  CHECK(reqs[3].body == envelope);
+  REQUIRE(reqs.size() == 6);
+  CHECK(reqs[1].method == "GET");
+  CHECK(reqs[2].method == "PUT");
+  CHECK(reqs[2].target == "/api/v1/devices/pi%2F1/labels");
+  CHECK(json::parse(reqs[2].body) == json::parse(R"({"labels":{"site":"berlin","tier":"a"}})"));
+  CHECK(reqs[3].method == "PUT");  // --replace does not read first
+  CHECK(json::parse(reqs[3].body) == json::parse(R"({"labels":{"tier":"b"}})"));
+  CHECK(reqs[4].body == envelope);
+  CHECK(reqs[5].body == envelope);
 }
 
 TEST_CASE("Rollout actions post to their paths") {
   FakeHttpServer server([](const FakeRequest& req) {
     if (req.target.find("/pause") != std::string::npos) return Json(200, Rollout("paused", json::array()));
+    if (req.target.find("/rollback") != std::string::npos) {
+      json r = Rollout("aborted", json::array());
+      r["rollback_sent"] = 3;
+      return Json(200, r);
+    }
+    if (req.target.find("/devices/pi-8/") != std::string::npos)
+      return Json(200, Rollout("running", json::array(),
+                               {{{"id", "pi-8"}, {"phase", 0}, {"state", "cancelled"}, {"attempts", 1}}}));
     return FakeResponse{200, {}, ""};
   });
   Runner tug;
@@ -329,7 +347,8 @@ TEST_CASE("Rollout actions post to their paths") {
   CHECK(pause.out == "rollout r-1: paused\n");
   CHECK(tug({"rollout", "resume", "r-1"}).out == "rollout r-1: running\n");
   CHECK(tug({"rollout", "cancel", "r-1"}).code == 0);
-  CHECK(tug({"rollout", "rollback", "r-1"}).code == 0);
+  CHECK(tug({"rollout", "rollback", "r-1"}).out == "rollout r-1: aborted, rollback sent to 3 device(s)\n");
+  CHECK(tug({"rollout", "cancel-device", "r-1", "pi-8"}).out == "device pi-8 in rollout r-1: cancelled\n");
   auto cd = tug({"rollout", "cancel-device", "r-1", "pi-9"});
   CHECK(cd.out == "device pi-9 in rollout r-1: cancelled\n");
   std::vector<std::string> targets;
@@ -339,6 +358,7 @@ TEST_CASE("Rollout actions post to their paths") {
   }
   CHECK(targets == std::vector<std::string>{"/api/v1/rollouts/r-1/pause", "/api/v1/rollouts/r-1/resume",
                                             "/api/v1/rollouts/r-1/cancel", "/api/v1/rollouts/r-1/rollback",
+                                            "/api/v1/rollouts/r-1/devices/pi-8/cancel",
                                             "/api/v1/rollouts/r-1/devices/pi-9/cancel"});
 }
 
