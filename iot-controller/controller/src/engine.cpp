@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <sstream>
 
 namespace tug::controller {
 
@@ -38,6 +39,13 @@ int64_t Target(const PhaseSpec& p, int64_t fleet) {
   if (p.count) return std::min(*p.count, fleet);
   const double t = std::ceil(p.percent.value_or(100) * static_cast<double>(fleet) / 100.0 - 1e-9);
   return std::min(fleet, static_cast<int64_t>(t));
+}
+
+// "20" rather than std::to_string's "20.000000" in messages operators read.
+std::string Pct(double p) {
+  std::ostringstream o;
+  o << p;
+  return o.str();
 }
 
 std::string Seconds(std::chrono::seconds s) { return std::to_string(s.count()) + "s"; }
@@ -401,7 +409,7 @@ Status Engine::TickRollout(Rollout& r) {
     if (terminal >= r.spec.min_devices && terminal > 0 &&
         static_cast<double>(failures) * 100.0 >= r.spec.failure_percent * static_cast<double>(terminal)) {
       return AbortRollout(r, rows, std::to_string(failures) + " of " + std::to_string(terminal) +
-                                       " devices failed (abort at " + std::to_string(r.spec.failure_percent) + "%)");
+                                       " devices failed (abort at " + Pct(r.spec.failure_percent) + "%)");
     }
   }
 
@@ -482,7 +490,7 @@ Status Engine::TickRollout(Rollout& r) {
         if (ok + bad > 0 && static_cast<double>(ok) * 100.0 < ph.success_threshold * static_cast<double>(ok + bad)) {
           return AbortRollout(r, rows, "phase " + std::to_string(i + 1) + ": " + std::to_string(ok) + " of " +
                                            std::to_string(ok + bad) + " devices succeeded, below the " +
-                                           std::to_string(ph.success_threshold) + "% threshold");
+                                           Pct(ph.success_threshold) + "% threshold");
         }
         r.phase_state = PhaseState::kSoaking;
         r.soak_until = now + duration_cast<milliseconds>(ph.soak).count();
