@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
 #include <regex>
 #include <thread>
 
@@ -59,8 +60,10 @@ struct Fleet {
     REQUIRE(testsupport::WaitFor([&] { return testsupport::HttpGetStatus(port, "/healthz") == 200; }, 15s));
   }
 
-  void StartDevice(const std::string& id) {
-    const std::string state = h.InitDevice(id);
+  // Starts (or, with the same id, restarts) one device-agent daemon; returns its index in `agents`.
+  size_t StartDevice(const std::string& id) {
+    const bool known = std::find(ids.begin(), ids.end(), id) != ids.end();
+    const std::string state = known ? h.dir.Sub(id) : h.InitDevice(id);
     auto cert = broker->Cert(id);
     REQUIRE(cert);
     json cfg{{"device_id", id},
@@ -75,8 +78,14 @@ struct Fleet {
     REQUIRE(core::WriteFileDurable(*core::DefaultEnv(), path, cfg.dump()));
     auto p = core::Spawn({BuildPath("device-agent/device-agent"), "--config", path, "run"}, h.dir.Sub(id + ".log"));
     REQUIRE(p);
+    if (known) {
+      const size_t i = static_cast<size_t>(std::find(ids.begin(), ids.end(), id) - ids.begin());
+      agents[i] = std::move(*p);
+      return i;
+    }
     agents.push_back(std::move(*p));
     ids.push_back(id);
+    return agents.size() - 1;
   }
 
   core::RunResult Tug(std::vector<std::string> args, std::chrono::seconds timeout = 60s) {
@@ -179,4 +188,54 @@ TEST_CASE("a fleet of five arm64 devices takes v2 in phases and a broken v3 stop
     auto d = f.Device(id);
     CHECK(d["active"]["version"] == 2);  // the canary rolled itself back; the others never saw v3
   }
+}
+
+TEST_CASE("a rollout survives a controller kill -9, a broker restart and a device offline for its first phase") {
+  Fleet f;
+  f.StartController();
+  for (int i = 1; i <= 4; ++i) f.StartDevice("dev-" + std::to_string(i));
+  REQUIRE(testsupport::WaitFor(
+      [&] {
+        auto r = f.Tug({"--json", "devices", "list", "--online"});
+        return r.ok() && json::parse(r.out)["devices"].size() == 4;
+      },
+      60s));
+  // dev-4 goes offline (SIGTERM: it says so on presence) and stays away through the first phase.
+  f.agents[3].Stop(std::chrono::seconds(10));
+  REQUIRE(testsupport::WaitFor(
+      [&] {
+        auto r = f.Tug({"--json", "devices", "list", "--online"});
+        return r.ok() && json::parse(r.out)["devices"].size() == 3;
+      },
+      30s));
+
+  auto v1 = f.h.Push(1, fixtures::AppBehaviour::kHealthy, {"arm64"});
+  f.AddRelease(v1, 1);
+  auto id = f.CreateRollout(1, {"1@3s", "100%"});
+
+  // The controller dies mid-rollout and comes back on the same database.
+  std::this_thread::sleep_for(1500ms);
+  REQUIRE(f.Rollout(id)["state"] == "running");  // the faults below really land mid-rollout
+  f.controller->Kill(SIGKILL);
+  f.controller->Wait(10s);
+  f.StartController();
+  // The broker restarts too: daemons and controller reconnect on their own.
+  REQUIRE(f.broker->Restart());
+  // dev-4 returns and is included.
+  f.StartDevice("dev-4");
+
+  auto w = f.Tug({"rollout", "watch", id, "--timeout", "5m"}, 400s);
+  INFO(w.out << w.err << "\ncontroller log:\n" << core::DefaultEnv()->ReadFile(f.h.dir.Sub("controller.log")).value_or(""));
+  REQUIRE(w.exit_code == 0);
+  auto r = f.Rollout(id);
+  CHECK(r["state"] == "succeeded");
+  int succeeded = 0;
+  for (auto& d : r["devices"]) {
+    if (d["state"] == "succeeded") ++succeeded;
+    CHECK(d["attempts"] == 1);  // nothing sent or counted twice across the restarts
+  }
+  CHECK(succeeded == 4);
+  CHECK(r["counts"]["succeeded"] == 4);
+  CHECK(r["counts"]["failed"] == 0);
+  for (auto& dev : f.ids) CHECK(f.Device(dev)["active"]["version"] == 1);
 }
