@@ -17,15 +17,6 @@
 namespace tug::agent {
 namespace {
 
-std::string HostPlatform() {
-  struct utsname u {};
-  ::uname(&u);
-  std::string m = u.machine;
-  if (m == "aarch64" || m == "arm64") return "linux/arm64/v8";
-  if (m.rfind("armv7", 0) == 0 || m.rfind("armv8l", 0) == 0) return "linux/arm/v7";
-  if (m.rfind("armv6", 0) == 0) return "linux/arm/v6";
-  return "linux/amd64";
-}
 
 // One mutating command at a time per state dir; a second one waits up to `timeout`.
 class StateLock {
@@ -83,7 +74,7 @@ int Main(int argc, char** argv) {
       "device-agent"};
   app.require_subcommand(1);
   std::string state_dir = "/var/lib/tugboat";
-  std::string platform = HostPlatform();
+  std::string platform = oci::HostPlatform().ToString();
   std::vector<std::string> insecure;
   std::string registry_user, log_level = "info", expected_repo;
   double commit_window_s = 10, healthcheck_timeout_s = 120;

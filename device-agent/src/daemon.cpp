@@ -37,14 +37,6 @@ std::string RandomId() {
   return buf;
 }
 
-std::string MachinePlatform() {
-  struct utsname u {};
-  ::uname(&u);
-  std::string m = u.machine;
-  if (m == "aarch64") return "linux/arm64/v8";
-  if (m.rfind("armv7", 0) == 0) return "linux/arm/v7";
-  return "linux/amd64";
-}
 
 json SlotJson(const std::optional<SlotView>& v) {
   if (!v) return nullptr;
@@ -100,7 +92,7 @@ class Daemon {
         supervise_timer_(io_) {}
 
   int Run() {
-    auto plat = oci::Platform::Parse(cfg_.platform.empty() ? MachinePlatform() : cfg_.platform);
+    auto plat = oci::Platform::Parse(cfg_.platform.empty() ? oci::HostPlatform().ToString() : cfg_.platform);
     if (!plat) {
       spdlog::error("platform: {}", plat.error().Message());
       return 2;

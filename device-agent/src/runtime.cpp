@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/env.hpp"
+#include "oci/user.hpp"
 
 namespace tug::agent {
 namespace {
@@ -92,51 +93,6 @@ Result<core::RunResult> RuncRuntime::Exec(const std::string& id, const std::vect
 
 namespace {
 
-// Looks a user or group name up in the image's own /etc/passwd or /etc/group (never the host's).
-std::optional<uint32_t> LookupId(const std::string& file, const std::string& name, int id_field) {
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::stringstream ss(line);
-    std::string part;
-    while (std::getline(ss, part, ':')) f.push_back(part);
-    if (f.size() > static_cast<size_t>(id_field) && f[0] == name) {
-      try {
-        return static_cast<uint32_t>(std::stoul(f[id_field]));
-      } catch (...) {
-        return std::nullopt;
-      }
-    }
-  }
-  return std::nullopt;
-}
-
-Result<std::pair<uint32_t, uint32_t>> ResolveUser(const std::string& rootfs, const std::string& user) {
-  if (user.empty() || user == "root") return std::pair<uint32_t, uint32_t>{0, 0};
-  std::string u = user, g;
-  if (auto c = user.find(':'); c != std::string::npos) {
-    u = user.substr(0, c);
-    g = user.substr(c + 1);
-  }
-  auto numeric = [](const std::string& s) { return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos; };
-  uint32_t uid = 0, gid = 0;
-  if (numeric(u)) {
-    uid = static_cast<uint32_t>(std::stoul(u));
-  } else if (auto id = LookupId(rootfs + "/etc/passwd", u, 2)) {
-    uid = *id;
-    gid = LookupId(rootfs + "/etc/passwd", u, 3).value_or(0);
-  } else {
-    return MakeError(Errc::kInvalidArgument, "image USER '" + u + "' is not in the image's /etc/passwd");
-  }
-  if (!g.empty()) {
-    if (numeric(g)) gid = static_cast<uint32_t>(std::stoul(g));
-    else if (auto id = LookupId(rootfs + "/etc/group", g, 2)) gid = *id;
-    else return MakeError(Errc::kInvalidArgument, "image group '" + g + "' is not in the image's /etc/group");
-  }
-  return std::pair<uint32_t, uint32_t>{uid, gid};
-}
-
 }  // namespace
 
 Status WriteRuntimeSpec(const std::string& bundle_dir, const oci::ImageConfig& image, const std::string& hostname) {
@@ -144,7 +100,7 @@ Status WriteRuntimeSpec(const std::string& bundle_dir, const oci::ImageConfig& i
   std::vector<std::string> args = c.entrypoint;
   args.insert(args.end(), c.cmd.begin(), c.cmd.end());
   if (args.empty()) return MakeError(Errc::kInvalidArgument, "image has neither Entrypoint nor Cmd: nothing to run");
-  TUG_ASSIGN_OR_RETURN(auto ids, ResolveUser(bundle_dir + "/rootfs", c.user));
+  TUG_ASSIGN_OR_RETURN(auto ids, oci::ResolveImageUser(bundle_dir + "/rootfs", c.user));
   std::vector<std::string> env = c.env;
   bool has_path = false;
   for (auto& e : env) has_path |= e.rfind("PATH=", 0) == 0;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "builder/cache.hpp"
+#include "oci/user.hpp"
 #include "builder/dockerfile.hpp"
 #include "builder/executor.hpp"
 #include "builder/ignore.hpp"
@@ -137,7 +138,7 @@ class Engine {
   }
 
   static Vars Predefined(const oci::Platform& target) {
-    const oci::Platform host = HostPlatform();
+    const oci::Platform host = oci::HostPlatform();
     return {{"TARGETPLATFORM", PlatformKey(target)}, {"TARGETOS", target.os},
             {"TARGETARCH", target.architecture},      {"TARGETVARIANT", target.variant},
             {"BUILDPLATFORM", PlatformKey(host)},     {"BUILDOS", host.os},
@@ -572,7 +573,7 @@ class Engine {
     std::string chown;
     if (auto it = ins.flags.find("chown"); it != ins.flags.end()) {
       TUG_ASSIGN_OR_RETURN(chown, Expand(it->second, vars));
-      auto ids = ResolveUser(st->rootfs, chown);
+      auto ids = oci::ResolveImageUser(st->rootfs, chown);
       if (!ids) return tl::unexpected(Wrap(ids.error(), "--chown"));
       copts.uid = ids->first;
       copts.gid = ids->second;

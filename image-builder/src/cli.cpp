@@ -35,7 +35,7 @@ Result<std::vector<oci::Platform>> ParsePlatforms(const std::string& list) {
       if (q == p) return MakeError(Errc::kInvalidArgument, "platform " + item + " given twice");
     out.push_back(p);
   }
-  if (out.empty()) out.push_back(HostPlatform());
+  if (out.empty()) out.push_back(oci::HostPlatform());
   return out;
 }
 

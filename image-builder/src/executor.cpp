@@ -1,5 +1,7 @@
 #include "builder/executor.hpp"
 
+#include "oci/user.hpp"
+
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -28,45 +30,10 @@ bool IsRegularFile(const std::string& p) {
   return ::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-// Finds `name` (or a numeric id) in a passwd/group style file: returns fields[2] and fields[3].
-bool LookupDb(const std::string& text, const std::string& name, uint32_t* id, uint32_t* gid) {
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::vector<std::string> f;
-    std::stringstream ls(line);
-    std::string field;
-    while (std::getline(ls, field, ':')) f.push_back(field);
-    if (f.size() < 3 || f[0] != name) continue;
-    try {
-      *id = static_cast<uint32_t>(std::stoul(f[2]));
-      if (gid != nullptr && f.size() > 3) *gid = static_cast<uint32_t>(std::stoul(f[3]));
-    } catch (...) {
-      return false;
-    }
-    return true;
-  }
-  return false;
-}
-
-bool IsNumber(const std::string& s) {
-  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
-}
-
 }  // namespace
 
-oci::Platform HostPlatform() {
-  struct utsname u{};
-  ::uname(&u);
-  const std::string m = u.machine;
-  if (m == "aarch64" || m == "arm64") return {"linux", "arm64", "v8"};
-  if (m.rfind("armv7", 0) == 0 || m == "armhf") return {"linux", "arm", "v7"};
-  if (m == "x86_64") return {"linux", "amd64", ""};
-  return {"linux", m, ""};
-}
-
 Status CheckEmulation(const oci::Platform& p) {
-  const oci::Platform host = HostPlatform();
+  const oci::Platform host = oci::HostPlatform();
   if (p.architecture == host.architecture) return {};
   const std::string handler = "/proc/sys/fs/binfmt_misc/" + QemuName(p.architecture);
   auto text = core::DefaultEnv()->ReadFile(handler);
@@ -76,55 +43,8 @@ Status CheckEmulation(const oci::Platform& p) {
                        (text ? " is disabled" : " is not registered") + "; fix: sudo cross/register-binfmt.sh");
 }
 
-Result<std::pair<uint32_t, uint32_t>> ResolveUser(const std::string& rootfs, const std::string& user) {
-  if (user.empty()) return std::make_pair(0u, 0u);
-  std::string u = user, g;
-  if (auto colon = user.find(':'); colon != std::string::npos) {
-    u = user.substr(0, colon);
-    g = user.substr(colon + 1);
-  }
-  auto* env = core::DefaultEnv();
-  uint32_t uid = 0, gid = 0;
-  bool have_gid = false;
-  if (IsNumber(u)) {
-    uid = static_cast<uint32_t>(std::stoul(u));
-    // A numeric uid with an entry still gets its primary group, as in Docker.
-    auto passwd = env->ReadFile(rootfs + "/etc/passwd");
-    std::istringstream in(passwd ? *passwd : "");
-    std::string line;
-    while (std::getline(in, line)) {
-      std::vector<std::string> f;
-      std::stringstream ls(line);
-      std::string field;
-      while (std::getline(ls, field, ':')) f.push_back(field);
-      if (f.size() > 3 && f[2] == u && IsNumber(f[3])) {
-        gid = static_cast<uint32_t>(std::stoul(f[3]));
-        have_gid = true;
-        break;
-      }
-    }
-  } else {
-    auto passwd = env->ReadFile(rootfs + "/etc/passwd");
-    if (!passwd || !LookupDb(*passwd, u, &uid, &gid))
-      return MakeError(Errc::kNotFound, "user " + u + " not found in the image's /etc/passwd");
-    have_gid = true;
-  }
-  if (!g.empty()) {
-    if (IsNumber(g)) {
-      gid = static_cast<uint32_t>(std::stoul(g));
-    } else {
-      auto group = env->ReadFile(rootfs + "/etc/group");
-      if (!group || !LookupDb(*group, g, &gid, nullptr))
-        return MakeError(Errc::kNotFound, "group " + g + " not found in the image's /etc/group");
-    }
-  } else if (!have_gid) {
-    gid = uid == 0 ? 0 : uid;
-  }
-  return std::make_pair(uid, gid);
-}
-
 Result<core::RunResult> RunInRootfs(const std::string& rootfs, const std::string& scratch_dir, const RunSpec& spec) {
-  TUG_ASSIGN_OR_RETURN(auto ids, ResolveUser(rootfs, spec.user));
+  TUG_ASSIGN_OR_RETURN(auto ids, oci::ResolveImageUser(rootfs, spec.user));
   const std::vector<std::string> caps{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN",
                                       "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETGID", "CAP_SETUID",
                                       "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD"};

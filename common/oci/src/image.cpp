@@ -1,5 +1,7 @@
 #include "oci/image.hpp"
 
+#include <sys/utsname.h>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -448,6 +450,17 @@ Result<Descriptor> SelectPlatform(const Index& index, const Platform& want) {
   }
   return MakeError(Errc::kNotFound, "no manifest for platform " + want.ToString() + " in index; available: " +
                                         (available.empty() ? std::string("none") : available));
+}
+
+Platform HostPlatform() {
+  struct utsname u {};
+  ::uname(&u);
+  const std::string m = u.machine;
+  if (m == "aarch64" || m == "arm64") return {"linux", "arm64", "v8"};
+  if (m.rfind("armv7", 0) == 0 || m.rfind("armv8l", 0) == 0 || m == "armhf") return {"linux", "arm", "v7"};
+  if (m.rfind("armv6", 0) == 0) return {"linux", "arm", "v6"};
+  if (m == "x86_64") return {"linux", "amd64", ""};
+  return {"linux", m, ""};
 }
 
 }  // namespace tug::oci

@@ -27,17 +27,12 @@ struct RunSpec {
   std::chrono::seconds timeout{std::chrono::hours(1)};
 };
 
-// The platform of this machine ("linux/amd64", "linux/arm64/v8", ...).
-oci::Platform HostPlatform();
 
 // OK when binaries for `p` can run here: the host's own architecture, or an enabled QEMU binfmt handler
 // (/proc/sys/fs/binfmt_misc/qemu-aarch64, qemu-arm, qemu-x86_64). Otherwise kUnsupported with the fix:
 // "sudo cross/register-binfmt.sh".
 Status CheckEmulation(const oci::Platform& p);
 
-// Resolves USER against the rootfs's /etc/passwd and /etc/group; numeric ids need no entry. A name without a group
-// takes the user's primary group. kNotFound names the missing user or group.
-Result<std::pair<uint32_t, uint32_t>> ResolveUser(const std::string& rootfs, const std::string& user);
 
 // Runs the command; fails only when runc cannot be started. The result holds the exit status, and `out` the
 // combined stdout+stderr. `scratch_dir` holds the bundle (config.json) and is left for the caller to remove.

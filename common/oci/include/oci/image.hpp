@@ -47,6 +47,9 @@ struct Platform {
   bool operator==(const Platform&) const = default;
 };
 
+// The platform of the machine we run on (uname): linux/amd64, linux/arm64/v8, linux/arm/v7, else linux/<machine>.
+Platform HostPlatform();
+
 struct Descriptor {
   std::string media_type;
   std::string digest;
