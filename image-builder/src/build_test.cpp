@@ -477,6 +477,20 @@ TEST_CASE("push to a registry, pull back, build FROM it, and sign a release that
   Unpack(r.images[0], fs.Sub("rootfs"));
   CHECK(ReadFile(fs.Sub("rootfs/app/both")).rfind("7\narmv7", 0) == 0);
   CHECK(r.images[0].config.config.cmd == std::vector<std::string>{"cat", "/app/VERSION"});
+
+  // An image pulled by skopeo (single-platform, into an OCI layout) serves as a base as well.
+  const std::string pulled = q.dir.Sub("pulled");
+  auto cp = core::Run({"skopeo", "copy", "--src-tls-verify=false", "--override-arch", "arm64",
+                       "docker://" + host + "/acme/sensor:v7", "oci:" + pulled + ":v7"});
+  REQUIRE(cp);
+  INFO(cp->err);
+  REQUIRE(cp->ok());
+  Project s2;
+  s2.Dockerfile("FROM oci:" + pulled + ":v7\nRUN cat /app/arch > /app/from-skopeo\n");
+  auto r2 = MustBuild(s2.Options("linux/arm64"));
+  TempDir fs2("tug-ib-root");
+  Unpack(r2.images[0], fs2.Sub("rootfs"));
+  CHECK(ReadFile(fs2.Sub("rootfs/app/from-skopeo")).rfind("aarch64", 0) == 0);
 }
 
 TEST_CASE("debootstrap-lite makes a busybox base with applet links from the .debs") {
