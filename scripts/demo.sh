@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Tugboat end-to-end demo on one machine: image-builder builds three arm64 releases of the sensor app in
-# examples/sensor (a static C program on a busybox base made from a Debian .deb), pushes them to a real registry on
-# loopback and signs them; then one simulated device (a state dir + runc + QEMU) installs v1, updates to v2
-# (downloading only the changed layer) and refuses v3, whose health check fails, by rolling back to v2 on its own.
+# Tugboat fleet demo on one machine. image-builder builds three arm64 releases of the sensor app in examples/sensor
+# (a static C program on a busybox base made from a Debian .deb), pushes them to a real registry on loopback and
+# signs them. Then the whole fleet stack runs: Mosquitto with TLS and the fleet ACL (tug-broker-config), the
+# iot-controller, and five device-agent daemons (`device-agent --config X run`), each with its own state dir,
+# running the arm64 images in runc under QEMU. With tug the operator rolls v1 out everywhere, v2 in phases (one
+# canary, then 50%, then all), and a broken v3: its health check fails on the canary, which rolls itself back to v2;
+# the rollout aborts and no other device is touched.
 #
-#   sudo scripts/demo.sh            # the whole story, about half a minute on an incremental build
-#   KEEP=1 sudo scripts/demo.sh     # keep the temp dir (registry data, keys, releases, device state) afterwards
+#   sudo scripts/demo.sh            # the whole story, about two minutes on an incremental build
+#   KEEP=1 sudo scripts/demo.sh     # keep the temp dir (registry, broker, controller db, device state, logs)
 #   BUILD_DIR=out sudo scripts/demo.sh
 #
-# Exits 0 only when every step of the story happened as expected. Everything it starts (registry, containers) is
-# stopped on exit, whatever the outcome.
+# Exits 0 only when every step of the story happened as expected. Everything it starts (registry, broker,
+# controller, agents, containers) is stopped on exit, whatever the outcome.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,17 +20,26 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 KEEP=${KEEP:-0}
 PLATFORM=linux/arm64/v8
 REPO_PATH=acme/sensor
+NDEV=5
 
 AGENT="$BUILD_DIR/device-agent/device-agent"
 TUG="$BUILD_DIR/iot-controller/cli/tug"
 BUILDER="$BUILD_DIR/image-builder/image-builder"
+CONTROLLER="$BUILD_DIR/iot-controller/controller/iot-controller"
+BROKER_CONFIG="$BUILD_DIR/iot-controller/broker/tug-broker-config"
 SENSOR_DIR="$ROOT/examples/sensor"
 DEBS_DIR=${DEBS_DIR:-/var/cache/tugboat/debs}
 
-WORK=""          # temp dir: registry storage, keys, releases, device state
+WORK=""          # temp dir: registry storage, keys, releases, broker, controller db, device state dirs, logs
 REGISTRY_PID=""
-PORT=""
-STATE=""         # the device's state dir
+MOSQUITTO_PID=""
+CONTROLLER_PID=""
+declare -A AGENT_PID=()   # device id -> daemon pid
+PORT=""          # registry
+MQTT_PORT=""     # Mosquitto's TLS listener
+API_PORT=""      # controller REST API
+TOKEN=""
+DEVICES=()       # dev-1 .. dev-5
 declare -A DIGEST=()      # version -> signed index digest
 declare -A MANIFEST=()    # version -> linux/arm64/v8 manifest digest
 declare -A LAYERS=()      # version -> "digest:size ..." of the arm64 manifest's layers, base first
@@ -39,7 +51,7 @@ START_TIME=$SECONDS
 
 if [ -t 1 ]; then B=$'\e[1m'; G=$'\e[32m'; R=$'\e[31m'; D=$'\e[2m'; N=$'\e[0m'; else B=""; G=""; R=""; D=""; N=""; fi
 
-heading() { printf '\n%s== %s ==%s\n' "$B" "$*" "$N"; }
+heading() { printf '\n%s== %s ==%s  %s(%ss)%s\n' "$B" "$*" "$N" "$D" "$((SECONDS - START_TIME))" "$N"; }
 say() { printf '%s\n' "$*"; }
 ok() { printf '%s  ok%s  %s\n' "$G" "$N" "$*"; }
 indent() { sed 's/^/    /'; }
@@ -54,6 +66,8 @@ pretty() {  # a command line as the reader would type it: short binary names, $W
   for a in "$@"; do
     a=${a/#$BUILD_DIR\/device-agent\//}
     a=${a/#$BUILD_DIR\/iot-controller\/cli\//}
+    a=${a/#$BUILD_DIR\/iot-controller\/controller\//}
+    a=${a/#$BUILD_DIR\/iot-controller\/broker\//}
     a=${a/#$BUILD_DIR\/image-builder\//}
     a=${a//$ROOT\//}
     [ -z "$WORK" ] || a=${a//$WORK/\$W}
@@ -62,8 +76,9 @@ pretty() {  # a command line as the reader would type it: short binary names, $W
   done
   printf '%s' "${out[*]}"
 }
+cmdline() { printf '%s  $ %s%s\n' "$D" "$(pretty "$@")" "$N"; }
 show() {
-  printf '%s  $ %s%s\n' "$D" "$(pretty "$@")" "$N"
+  cmdline "$@"
   local rc=0
   LAST_OUT=$("$@" 2>&1) || rc=$?
   [ -z "$LAST_OUT" ] || printf '%s\n' "$LAST_OUT" | indent
@@ -73,25 +88,42 @@ human() { python3 -c 'import sys; n=int(sys.argv[1]); print(f"{n/1048576:.1f} Mi
 json_get() {  # json_get FILE-or-- EXPR  (EXPR is Python over `j`)
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1]) if sys.argv[1]!="-" else sys.stdin); v=eval(sys.argv[2]); print("" if v is None else v)' "$1" "$2"
 }
+# tug against the demo's controller (TUG_CONTROLLER and TUG_TOKEN are exported once it runs)
+tug() { timeout 60 "$TUG" "$@"; }
+tug_json() { tug --json "$@"; }
 
 # ---------------------------------------------------------------------------------------------------------------
-# cleanup: containers, registry, temp dir
+# cleanup: agents, controller, broker, registry, containers, temp dir
+
+stop_pid() {  # stop_pid PID: SIGTERM, up to 10 s, then SIGKILL
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+  kill "$pid" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
+}
 
 cleanup() {
-  local rc=$?
+  local rc=$? d id state
   trap - EXIT INT TERM
   set +e
-  if [ -n "$STATE" ] && [ -d "$STATE/runc" ]; then
-    for id in $(runc --root "$STATE/runc" list -q 2>/dev/null); do
-      timeout 30 runc --root "$STATE/runc" delete --force "$id" >/dev/null 2>&1
+  # The daemons first (so nothing restarts an app), then their containers, then the servers.
+  for d in "${!AGENT_PID[@]}"; do kill "${AGENT_PID[$d]}" 2>/dev/null; done
+  for d in "${!AGENT_PID[@]}"; do stop_pid "${AGENT_PID[$d]}"; done
+  if [ -n "$WORK" ] && [ -d "$WORK/devices" ]; then
+    for state in "$WORK"/devices/*/state; do
+      [ -d "$state/runc" ] || continue
+      for id in $(timeout 30 runc --root "$state/runc" list -q 2>/dev/null); do
+        timeout 30 runc --root "$state/runc" delete --force "$id" >/dev/null 2>&1
+      done
     done
   fi
-  if [ -n "$REGISTRY_PID" ] && kill -0 "$REGISTRY_PID" 2>/dev/null; then
-    kill "$REGISTRY_PID" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$REGISTRY_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$REGISTRY_PID" 2>/dev/null
-    wait "$REGISTRY_PID" 2>/dev/null
-  fi
+  stop_pid "$CONTROLLER_PID"
+  stop_pid "$MOSQUITTO_PID"
+  stop_pid "$REGISTRY_PID"
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     if [ "$KEEP" = 1 ]; then
       say "kept $WORK (KEEP=1)"
@@ -117,18 +149,18 @@ setup_host() {
 }
 
 build() {
-  heading "2. Build device-agent, tug and image-builder"
+  heading "2. Build device-agent, tug, image-builder, iot-controller and tug-broker-config"
   local lock=()
   # Other builds may share this machine (and build dir): take turns.
   if command -v flock >/dev/null 2>&1; then lock=(flock /tmp/tug-build.lock); fi
   "${lock[@]}" cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$WORK/cmake.log" 2>&1 ||
     { tail -30 "$WORK/cmake.log" >&2; die "cmake configure failed (log above)"; }
-  if ! "${lock[@]}" ninja -C "$BUILD_DIR" device-agent tug image-builder >"$WORK/build.log" 2>&1; then
+  if ! "${lock[@]}" ninja -C "$BUILD_DIR" iot-controller tug-broker-config tug device-agent image-builder >"$WORK/build.log" 2>&1; then
     tail -40 "$WORK/build.log" >&2
     die "build failed (log above)"
   fi
   grep -E '^\[[0-9]+/[0-9]+\]|no work to do' "$WORK/build.log" | tail -1 | indent
-  for b in "$AGENT" "$TUG" "$BUILDER"; do [ -x "$b" ] || die "missing binary $b"; done
+  for b in "$AGENT" "$TUG" "$BUILDER" "$CONTROLLER" "$BROKER_CONFIG"; do [ -x "$b" ] || die "missing binary $b"; done
   ok "binaries in $BUILD_DIR"
 }
 
@@ -243,135 +275,280 @@ build_images() {
   SUMMARY+=("image-builder built all three from examples/sensor (busybox base from a .deb + one static binary) and signed each as a release; v1 and v2 share the base layer byte for byte.")
 }
 
-agent() { "$AGENT" --state-dir "$STATE" --platform "$PLATFORM" --insecure-registry "127.0.0.1:$PORT" "$@"; }
-
-init_device() {
-  heading "7. Provision a device (state dir + trust root)"
-  STATE="$WORK/device"
-  show "$AGENT" --state-dir "$STATE" init --root "$WORK/root.json" || die "device-agent init failed"
-}
-
-blob_bytes() {  # total size of the device's blob store
-  du -sb "$STATE/blobs/sha256" | cut -f1
-}
-
-# install VERSION -> sets INSTALL_RC, INSTALL_OUT, INSTALL_BYTES (bytes added to the blob store), INSTALL_SECS
-install() {
-  local v=$1 before t0=$SECONDS
-  before=$(blob_bytes)
-  printf '%s  $ %s%s\n' "$D" "$(pretty "$AGENT" --state-dir "$STATE" --platform "$PLATFORM" \
-    --insecure-registry "127.0.0.1:$PORT" install --release "$WORK/release-v$v.json")" "$N"
-  # Streamed as it happens (the agent logs each state transition), and kept for the checks below.
-  set +e
-  timeout 300 "$AGENT" --state-dir "$STATE" --platform "$PLATFORM" --insecure-registry "127.0.0.1:$PORT" \
-    install --release "$WORK/release-v$v.json" 2>&1 | tee "$WORK/install-v$v.log" | indent
-  INSTALL_RC=${PIPESTATUS[0]}
-  set -e
-  INSTALL_OUT=$(cat "$WORK/install-v$v.log")
-  INSTALL_BYTES=$(( $(blob_bytes) - before ))
-  INSTALL_SECS=$(( SECONDS - t0 ))
-  say "  exit code $INSTALL_RC after ${INSTALL_SECS}s; $(human "$INSTALL_BYTES") downloaded into the blob store"
-}
-
-status_json() { "$AGENT" --state-dir "$STATE" status --json; }
-
-show_device() {  # prints status, the running containers and the active app's log
-  local slot id
-  show "$AGENT" --state-dir "$STATE" status || die "device-agent status failed"
-  show runc --root "$STATE/runc" list || true
-  slot=$(status_json | json_get - 'j["active"]["slot"] if j["active"] else ""')
-  if [ -n "$slot" ]; then
-    say "  the app's output (slots/$slot/container.log):"
-    indent <"$STATE/slots/$slot/container.log" | tail -5
-    id=$(runc --root "$STATE/runc" list -q | grep -- "-$slot\$" | head -1 || true)
-    if [ -n "$id" ]; then
-      say "  the app's latest reading (runc exec $id cat /tmp/reading):"
-      timeout 20 runc --root "$STATE/runc" exec "$id" cat /tmp/reading 2>&1 | indent || true
-    fi
-  fi
-}
-
-# expect_active VERSION: the active slot holds VERSION, committed and running
-expect_active() {
-  local want=$1 got
-  got=$(status_json | json_get - \
-    '"%s %s %s" % (j["active"]["version"], j["active"]["status"], j["active"]["running"]) if j["active"] else "none"')
-  [ "$got" = "$want committed True" ] || die "expected v$want active, committed and running; status says: $got"
-}
-
-# expect_reading PATTERN: the active app's latest reading (/tmp/reading inside its container) matches PATTERN.
-# Retried for a few seconds: a reading is written every second, and runc exec under QEMU can be slow.
-expect_reading() {
-  local want=$1 slot id reading=""
-  slot=$(status_json | json_get - 'j["active"]["slot"] if j["active"] else ""')
-  id=$(runc --root "$STATE/runc" list -q | grep -- "-$slot\$" | head -1 || true)
-  [ -n "$id" ] || die "no container for the active slot '$slot'"
-  for _ in $(seq 10); do
-    reading=$(timeout 20 runc --root "$STATE/runc" exec "$id" cat /tmp/reading 2>/dev/null || true)
-    grep -Eq -- "$want" <<<"$reading" && return 0
-    sleep 1
+# wait_port PORT PID SECONDS: until 127.0.0.1:PORT accepts connections (false if PID exits or time runs out)
+wait_port() {
+  local port=$1 pid=$2 i
+  for ((i = 0; i < $3 * 10; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
   done
-  die "the active app's reading does not match '$want': ${reading:-<none>}"
+  return 1
 }
 
-install_v1() {
-  heading "8. Install v1 on the fresh device"
-  install 1
-  [ "$INSTALL_RC" = 0 ] || die "install of v1 failed (exit $INSTALL_RC)"
-  show_device
-  expect_active 1
-  expect_reading '^sensor v1 .*temperature=[0-9.]+C$'
-  V1_BYTES=$INSTALL_BYTES
-  ok "v1 committed and running"
-  SUMMARY+=("v1 installed on a fresh device: $(human "$V1_BYTES") downloaded (base + app layer), committed after its HEALTHCHECK passed (${INSTALL_SECS}s).")
+start_broker() {
+  heading "7. Provision and start the MQTT broker (Mosquitto, TLS with per-device certificates, fleet ACL)"
+  local i
+  for i in $(seq "$NDEV"); do DEVICES+=("dev-$i"); done
+  MQTT_PORT=$(free_port)
+  local args=(--out "$WORK/broker" --controller controller --tls-port "$MQTT_PORT" --user root --days 2)
+  for i in "${DEVICES[@]}"; do args+=(--device "$i"); done
+  show "$BROKER_CONFIG" "${args[@]}" || die "tug-broker-config failed"
+  say "  the ACL (each device may only read its own desired/cmd topics and write below its own prefix):"
+  grep -Ev '^\s*(#|$)' "$WORK/broker/acl" | indent | indent
+  cmdline mosquitto -c "$WORK/broker/mosquitto.conf"
+  /usr/sbin/mosquitto -c "$WORK/broker/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+  MOSQUITTO_PID=$!
+  wait_port "$MQTT_PORT" "$MOSQUITTO_PID" 15 ||
+    { tail -20 "$WORK/mosquitto.log" >&2; die "mosquitto did not accept on 127.0.0.1:$MQTT_PORT"; }
+  ok "mosquitto (pid $MOSQUITTO_PID) on 127.0.0.1:$MQTT_PORT (TLS only, client certificate required)"
 }
 
-install_v2() {
-  heading "9. Update to v2 (only the changed layer is downloaded)"
-  install 2
-  [ "$INSTALL_RC" = 0 ] || die "install of v2 failed (exit $INSTALL_RC)"
-  show_device
-  expect_active 2
-  expect_reading '^sensor v2 .*temperature=[0-9.]+C humidity=[0-9.]+%$'
-  local base app
-  base=$(python3 - "$STATE" "${MANIFEST[2]}" <<'EOF'
+start_controller() {
+  heading "8. Start the fleet controller (iot-controller: REST API, rollout engine, MQTT bridge)"
+  API_PORT=$(free_port)
+  TOKEN=demo-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  local args=(--db "$WORK/controller.db" --listen "127.0.0.1:$API_PORT" --token "$TOKEN" --root "$WORK/root.json"
+    --mqtt-host 127.0.0.1 --mqtt-port "$MQTT_PORT" --mqtt-ca "$WORK/broker/ca/ca.crt"
+    --mqtt-cert "$WORK/broker/clients/controller.crt" --mqtt-key "$WORK/broker/clients/controller.key" --tick 300ms)
+  cmdline "$CONTROLLER" "${args[@]}"
+  "$CONTROLLER" "${args[@]}" >"$WORK/controller.log" 2>&1 &
+  CONTROLLER_PID=$!
+  local up=0
+  for _ in $(seq 150); do  # up to 15 s
+    if curl -fsS -o /dev/null "http://127.0.0.1:$API_PORT/healthz" 2>/dev/null; then up=1; break; fi
+    kill -0 "$CONTROLLER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ $up = 1 ] || { tail -20 "$WORK/controller.log" >&2; die "iot-controller did not come up on 127.0.0.1:$API_PORT"; }
+  export TUG_CONTROLLER="http://127.0.0.1:$API_PORT" TUG_TOKEN="$TOKEN"
+  ok "iot-controller (pid $CONTROLLER_PID) serving $TUG_CONTROLLER; trusts releases signed for root.json"
+  say "  tug talks to it from here on:"
+  say "${D}  \$ export TUG_CONTROLLER=$TUG_CONTROLLER TUG_TOKEN=$TOKEN${N}"
+}
+
+dev_state() { printf '%s' "$WORK/devices/$1/state"; }
+dev_status() { "$AGENT" --state-dir "$(dev_state "$1")" status --json; }
+
+start_devices() {
+  heading "9. Start $NDEV devices: a state dir each, then \`device-agent --config DEV.json run\`"
+  local d state cfg
+  mkdir -p "$WORK/devices"
+  for d in "${DEVICES[@]}"; do
+    state=$(dev_state "$d") cfg="$WORK/devices/$d.json"
+    if [ "$d" = dev-1 ]; then
+      show "$AGENT" --state-dir "$state" init --root "$WORK/root.json" || die "device-agent init failed for $d"
+    else
+      "$AGENT" --state-dir "$state" init --root "$WORK/root.json" >/dev/null 2>&1 ||
+        die "device-agent init failed for $d"
+    fi
+    python3 - "$cfg" "$d" "$state" "$PLATFORM" "$MQTT_PORT" "$WORK/broker" "127.0.0.1:$PORT" <<'PY'
 import json, sys
-m = json.load(open(f"{sys.argv[1]}/blobs/sha256/{sys.argv[2].split(':')[1]}"))
-print(m["layers"][0]["size"], sum(l["size"] for l in m["layers"][1:]))
-EOF
-)
-  read -r base app <<<"$base"
-  say "  image v2: base layer $(human "$base") (already on the device), app layer $(human "$app")"
-  # The device fetched v2's index, manifest, config and app layer; never the base layer again.
-  [ "$INSTALL_BYTES" -lt "$base" ] ||
-    die "v2 downloaded $(human "$INSTALL_BYTES"), not less than the shared base layer ($(human "$base")): layers were not reused"
-  ok "v2 committed and running; downloaded $(human "$INSTALL_BYTES") of a $(human $((base + app))) image"
-  SUMMARY+=("v2 update: $(human "$INSTALL_BYTES") downloaded; the $(human "$base") base layer was reused from the blob store. v1 stays in the other slot as the rollback target.")
+cfg, dev, state, platform, port, broker, registry = sys.argv[1:]
+json.dump({"device_id": dev, "state_dir": state, "platform": platform, "labels": {"fleet": "demo"},
+           "mqtt": {"host": "127.0.0.1", "port": int(port), "ca": f"{broker}/ca/ca.crt",
+                    "cert": f"{broker}/clients/{dev}.crt", "key": f"{broker}/clients/{dev}.key", "keepalive": 5},
+           "registry": {"insecure": [registry]}, "commit_window": 1}, open(cfg, "w"), indent=1)
+PY
+  done
+  say "  (the same for dev-2 .. dev-$NDEV) and the config of dev-1:"
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("{" + ",\n ".join("%s: %s" % (json.dumps(k), json.dumps(v)) for k, v in j.items()) + "}")' \
+    "$WORK/devices/dev-1.json" | sed "s|$WORK|\$W|g" | indent
+  for d in "${DEVICES[@]}"; do
+    "$AGENT" --config "$WORK/devices/$d.json" run >"$WORK/devices/$d.log" 2>&1 &
+    AGENT_PID[$d]=$!
+  done
+  cmdline "$AGENT" --config "$WORK/devices/dev-N.json" run
+  say "  pids: $(for d in "${DEVICES[@]}"; do printf '%s=%s ' "$d" "${AGENT_PID[$d]}"; done)"
+  # Each daemon registers itself with the controller through its retained presence and state on first connect.
+  local n=0
+  for _ in $(seq 120); do  # up to 60 s
+    n=$(tug_json devices list --online 2>/dev/null | json_get - 'len(j["devices"])' 2>/dev/null || echo 0)
+    [ "$n" = "$NDEV" ] && break
+    for d in "${DEVICES[@]}"; do
+      kill -0 "${AGENT_PID[$d]}" 2>/dev/null || { tail -20 "$WORK/devices/$d.log" >&2; die "$d's daemon exited"; }
+    done
+    sleep 0.5
+  done
+  [ "$n" = "$NDEV" ] || die "only $n of $NDEV devices registered online with the controller"
+  show tug devices list || die "tug devices list failed"
+  ok "all $NDEV devices online, registered by the controller from MQTT alone; no release installed yet"
 }
 
-install_v3() {
-  heading "10. Update to v3, whose health check fails: the device rolls back on its own"
-  install 3
-  [ "$INSTALL_RC" = 1 ] || die "install of v3 should exit 1 (rolled back), got exit $INSTALL_RC"
-  grep -q "rolled back" <<<"$INSTALL_OUT" || die "install of v3 did not report a rollback"
-  show_device
-  expect_active 2
-  local phase
-  phase=$(status_json | json_get - 'j["job"]["phase"]')
-  [ "$phase" = ROLLED_BACK ] || die "last job should be ROLLED_BACK, is $phase"
-  expect_reading '^sensor v2 .*humidity='
-  grep -q "sensor v2" "$STATE/slots/$(status_json | json_get - 'j["active"]["slot"]')/container.log" ||
-    die "the active container's log does not show sensor v2"
-  ok "v3 rolled back; v2 active and running again (its log shows it was stopped for v3 and started again)"
-  SUMMARY+=("v3 update: unpacked into the idle slot (replacing v1) and started, failed its HEALTHCHECK 3 times, and the device switched back to v2 by itself (exit code 1, job ROLLED_BACK, ${INSTALL_SECS}s). No previous release is left: v1's slot now holds the failed v3.")
+add_releases() {
+  heading "10. Register the three signed releases with the controller"
+  local v
+  for v in 1 2 3; do
+    show tug releases add "$WORK/release-v$v.json" || die "tug releases add failed for v$v"
+  done
+  show tug releases list || die "tug releases list failed"
+  ok "the controller verified each release against root.json before accepting it"
+}
+
+ROLLOUT=""
+create_rollout() {  # create_rollout VERSION PHASE... -> sets ROLLOUT
+  local v=$1 args
+  shift
+  args=(rollout create --release "$v" --label fleet=demo)
+  for p in "$@"; do args+=(--phase "$p"); done
+  args+=(--abort-failure-percent 1 --abort-min-devices 1 --device-timeout 5m)
+  cmdline tug "${args[@]}"
+  ROLLOUT=$(tug "${args[@]}") || die "tug rollout create failed"
+  [[ "$ROLLOUT" =~ ^r-[0-9A-Za-z-]+$ ]] || die "tug rollout create printed '$ROLLOUT', not a rollout id"
+  say "$ROLLOUT" | indent
+}
+
+WATCH_RC=0
+watch_rollout() {  # watch_rollout ID -> WATCH_RC; the progress blocks as they change
+  cmdline tug rollout watch "$1" --interval 1s --timeout 5m
+  set +e
+  timeout 330 "$TUG" rollout watch "$1" --interval 1s --timeout 5m 2>&1 | tee "$WORK/watch-$1.log" | indent
+  WATCH_RC=${PIPESTATUS[0]}
+  set -e
+  say "  exit code $WATCH_RC"
+}
+
+# fleet_table: each device's own view (device-agent status in its state dir) and its app's latest reading
+fleet_table() {
+  local d st slot id reading
+  say "  on the devices themselves (device-agent status --json, and /tmp/reading inside the running container):"
+  printf '    %-6s %-8s %-10s %-8s %-28s %s\n' DEVICE ACTIVE STATUS RUNNING "LAST JOB" READING
+  for d in "${DEVICES[@]}"; do
+    st=$(dev_status "$d") || die "device-agent status failed for $d"
+    slot=$(json_get - 'j["active"]["slot"] if j["active"] else ""' <<<"$st")
+    id=""
+    [ -z "$slot" ] || id=$(runc --root "$(dev_state "$d")/runc" list -q 2>/dev/null | grep -- "-$slot\$" | head -1 || true)
+    reading=""
+    [ -z "$id" ] || reading=$(timeout 20 runc --root "$(dev_state "$d")/runc" exec "$id" cat /tmp/reading 2>/dev/null || true)
+    printf '    %-6s %-8s %-10s %-8s %-28s %s\n' "$d" \
+      "$(json_get - '("v%s" % j["active"]["version"]) if j["active"] else "-"' <<<"$st")" \
+      "$(json_get - 'j["active"]["status"] if j["active"] else "-"' <<<"$st")" \
+      "$(json_get - '("yes" if j["active"]["running"] else "NO") if j["active"] else "-"' <<<"$st")" \
+      "$(json_get - '"%s %s" % (j["job"]["id"] or "-", j["job"]["phase"])' <<<"$st")" "${reading:--}"
+  done
+}
+
+# expect_fleet_on VERSION: controller and every device agree: VERSION active, committed, running, app answering
+expect_fleet_on() {
+  local v=$1 d got
+  for d in "${DEVICES[@]}"; do
+    got=$(tug_json devices get "$d" | json_get - '(j.get("active") or {}).get("version")') ||
+      die "tug devices get $d failed"
+    [ "$got" = "$v" ] || die "the controller reports $d on version '$got', expected $v"
+    got=$(dev_status "$d" | json_get - \
+      '"%s %s %s" % (j["active"]["version"], j["active"]["status"], j["active"]["running"]) if j["active"] else "none"')
+    [ "$got" = "$v committed True" ] || die "$d: expected v$v active, committed and running; its status says: $got"
+  done
+}
+
+# expect_readings PATTERN: every device's app writes a reading matching PATTERN (retried: runc exec under QEMU)
+expect_readings() {
+  local want=$1 d slot id reading
+  for d in "${DEVICES[@]}"; do
+    slot=$(dev_status "$d" | json_get - 'j["active"]["slot"]')
+    id=$(runc --root "$(dev_state "$d")/runc" list -q | grep -- "-$slot\$" | head -1 || true)
+    [ -n "$id" ] || die "$d: no container for its active slot '$slot'"
+    reading=""
+    for _ in $(seq 10); do
+      reading=$(timeout 20 runc --root "$(dev_state "$d")/runc" exec "$id" cat /tmp/reading 2>/dev/null || true)
+      grep -Eq -- "$want" <<<"$reading" && continue 2
+      sleep 1
+    done
+    die "$d: the app's reading does not match '$want': ${reading:-<none>}"
+  done
+}
+
+rollout_v1() {
+  heading "11. Roll out v1 to the whole fleet in one phase"
+  local t0=$SECONDS
+  create_rollout 1 100%
+  R1=$ROLLOUT
+  watch_rollout "$R1"
+  [ "$WATCH_RC" = 0 ] || die "rollout $R1 of v1 did not succeed (watch exit $WATCH_RC)"
+  expect_fleet_on 1
+  show tug devices list || die "tug devices list failed"
+  ok "v1 installed, health-checked and committed on all $NDEV devices ($((SECONDS - t0))s)"
+  SUMMARY+=("rollout $R1: v1 to all $NDEV devices in one phase ($((SECONDS - t0))s).")
+}
+
+rollout_v2() {
+  heading "12. Roll out v2 in phases: 1 canary, then 50%, then 100%"
+  local t0=$SECONDS phases states
+  create_rollout 2 1 50% 100%
+  R2=$ROLLOUT
+  watch_rollout "$R2"
+  [ "$WATCH_RC" = 0 ] || die "rollout $R2 of v2 did not succeed (watch exit $WATCH_RC)"
+  tug_json rollout get "$R2" >"$WORK/rollout-$R2.json" || die "tug rollout get $R2 failed"
+  [ "$(json_get "$WORK/rollout-$R2.json" 'j["state"]')" = succeeded ] || die "rollout $R2 is not 'succeeded'"
+  phases=$(json_get "$WORK/rollout-$R2.json" 'len(j["phases"])')
+  [ "$phases" = 3 ] || die "rollout $R2 has $phases phases, expected 3"
+  states=$(json_get "$WORK/rollout-$R2.json" '" ".join(sorted(set(d["state"] for d in j["devices"])))')
+  [ "$states" = succeeded ] || die "rollout $R2 device states: $states (expected all succeeded)"
+  # Which device went in which phase (1 canary, then up to 50% = 3, then the rest).
+  local per_phase
+  per_phase=$(json_get "$WORK/rollout-$R2.json" \
+    '"; ".join("phase %d: %s" % (p + 1, " ".join(sorted(d["id"] for d in j["devices"] if d["phase"] == p))) for p in sorted(set(d["phase"] for d in j["devices"])))')
+  say "  which device went when: $per_phase"
+  # Each phase updated exactly its share: 1, then up to 50% (cumulative target 3), then the rest.
+  local sizes targets
+  sizes=$(json_get "$WORK/rollout-$R2.json" '" ".join(str(sum(1 for d in j["devices"] if d["phase"] == p["index"])) for p in j["phases"])')
+  targets=$(json_get "$WORK/rollout-$R2.json" '" ".join(str(p["target"] - (j["phases"][i-1]["target"] if i else 0)) for i, p in enumerate(j["phases"]))')
+  [ "$sizes" = "$targets" ] && [ "${targets%% *}" = 1 ] ||
+    die "rollout $R2 phase sizes are '$sizes', expected '$targets' starting with a single canary"
+  show tug devices list || die "tug devices list failed"
+  expect_fleet_on 2
+  expect_readings '^sensor v2 .*temperature=[0-9.]+C humidity=[0-9.]+%$'
+  fleet_table
+  ok "v2 on all $NDEV devices, committed after its health check, every app reporting humidity ($((SECONDS - t0))s)"
+  SUMMARY+=("rollout $R2: v2 in three phases (canary, 50%, 100%) - $per_phase; all $NDEV devices on v2, healthy ($((SECONDS - t0))s).")
+}
+
+rollout_v3() {
+  heading "13. Roll out the broken v3 the same way: the canary fails, the rollout aborts"
+  local t0=$SECONDS canary touched failed cstate reason d jobid
+  create_rollout 3 1 50% 100%
+  R3=$ROLLOUT
+  watch_rollout "$R3"
+  [ "$WATCH_RC" = 1 ] || die "tug rollout watch $R3 should exit 1 (aborted), got exit $WATCH_RC"
+  say ""
+  say "  the fleet report:"
+  show tug rollout get "$R3" || die "tug rollout get $R3 failed"
+  tug_json rollout get "$R3" >"$WORK/rollout-$R3.json" || die "tug rollout get $R3 failed"
+  [ "$(json_get "$WORK/rollout-$R3.json" 'j["state"]')" = aborted ] || die "rollout $R3 is not 'aborted'"
+  touched=$(json_get "$WORK/rollout-$R3.json" '" ".join(d["id"] for d in j["devices"] if d["state"] != "pending")')
+  [ "$(json_get "$WORK/rollout-$R3.json" '" ".join(j["touched"])')" = "$touched" ] ||
+    die "rollout $R3's touched list ($(json_get "$WORK/rollout-$R3.json" '" ".join(j["touched"])')) is not '$touched'"
+  [ "$(wc -w <<<"$touched")" = 1 ] || die "rollout $R3 touched '$touched'; expected exactly one device (the canary)"
+  canary=$touched
+  cstate=$(json_get "$WORK/rollout-$R3.json" '[d["state"] for d in j["devices"] if d["id"] == "'"$canary"'"][0]')
+  [[ "$cstate" = failed || "$cstate" = rolled_back ]] || die "the canary $canary is '$cstate', expected failed"
+  reason=$(json_get "$WORK/rollout-$R3.json" 'j["abort_reason"]')
+  [ -n "$reason" ] || die "rollout $R3 has no abort reason"
+  grep -q "abort reason: $reason" "$WORK/watch-$R3.log" || die "tug rollout watch did not print the abort reason"
+  show tug devices list || die "tug devices list failed"
+  expect_fleet_on 2
+  expect_readings '^sensor v2 .*humidity='
+  fleet_table
+  # The canary's own journal: its last job is this rollout's, ended ROLLED_BACK; the others never got a v3 job.
+  for d in "${DEVICES[@]}"; do
+    jobid=$(dev_status "$d" | json_get - '"%s %s" % (j["job"]["id"], j["job"]["phase"])')
+    if [ "$d" = "$canary" ]; then
+      [[ "$jobid" == "$R3."*" ROLLED_BACK" ]] || die "canary $d's last job is '$jobid', expected a $R3 job ROLLED_BACK"
+    else
+      [[ "$jobid" != "$R3."* ]] || die "$d got a job of the aborted rollout: $jobid"
+      [[ "$jobid" == "$R2."*" SUCCEEDED" ]] || die "$d's last job should be its v2 install, is '$jobid'"
+    fi
+  done
+  ok "canary $canary rolled itself back to v2; rollout $R3 aborted; the other $((NDEV - 1)) devices never saw v3 ($((SECONDS - t0))s)"
+  SUMMARY+=("rollout $R3: broken v3 went to the canary $canary only; its HEALTHCHECK failed, it switched back to v2 by itself (job ROLLED_BACK), the controller marked it $cstate and aborted the rollout${reason:+ ($reason)}; the other $((NDEV - 1)) devices stayed pending, untouched, on v2 ($((SECONDS - t0))s).")
 }
 
 summary() {
   heading "Summary"
-  say "Registry 127.0.0.1:$PORT, device state dir $STATE, platform $PLATFORM (arm64 under QEMU, containers in runc)."
+  say "Registry 127.0.0.1:$PORT, Mosquitto (TLS) 127.0.0.1:$MQTT_PORT, controller $TUG_CONTROLLER, $NDEV devices $PLATFORM (arm64 under QEMU, containers in runc), state dirs \$W/devices/dev-N/state."
   local line
   for line in "${SUMMARY[@]}"; do say "  - $line"; done
-  say "  - Every release was signed by image-builder with the key from tug keygen, and checked on the device against its trust root before anything was downloaded."
+  say "  - Every release was signed by image-builder with the key from tug keygen and checked twice against root.json: by the controller when registered, by each device before downloading anything."
   say ""
   printf '%sdemo passed in %ss%s\n' "$G" "$((SECONDS - START_TIME))" "$N"
 }
@@ -381,7 +558,7 @@ main() {
   trap cleanup EXIT INT TERM
   WORK=$(mktemp -d /tmp/tugboat-demo.XXXXXX)
   chmod 755 "$WORK"
-  say "${B}Tugboat demo${N}: one arm64 device, three signed releases, an automatic rollback."
+  say "${B}Tugboat fleet demo${N}: Mosquitto (TLS) + registry + controller + $NDEV arm64 devices; v2 in phases, a broken v3 stopped at the canary."
   say "Working dir W=$WORK (removed at the end unless KEEP=1)"
   setup_host
   build
@@ -389,10 +566,13 @@ main() {
   make_keys
   build_base
   build_images
-  init_device
-  install_v1
-  install_v2
-  install_v3
+  start_broker
+  start_controller
+  start_devices
+  add_releases
+  rollout_v1
+  rollout_v2
+  rollout_v3
   summary
 }
 
