@@ -7,7 +7,7 @@
 # canary, then 50%, then all), and a broken v3: its health check fails on the canary, which rolls itself back to v2;
 # the rollout aborts and no other device is touched.
 #
-#   sudo scripts/demo.sh            # the whole story, about two minutes on an incremental build
+#   sudo scripts/demo.sh            # the whole story, about 70 s on an incremental build
 #   KEEP=1 sudo scripts/demo.sh     # keep the temp dir (registry, broker, controller db, device state, logs)
 #   BUILD_DIR=out sudo scripts/demo.sh
 #
@@ -110,6 +110,7 @@ cleanup() {
   local rc=$? d id state
   trap - EXIT INT TERM
   set +e
+  [ "$rc" = 0 ] || printf '%scleaning up: agents, containers, controller, broker, registry%s\n' "$D" "$N" >&2
   # The daemons first (so nothing restarts an app), then their containers, then the servers.
   for d in "${!AGENT_PID[@]}"; do kill "${AGENT_PID[$d]}" 2>/dev/null; done
   for d in "${!AGENT_PID[@]}"; do stop_pid "${AGENT_PID[$d]}"; done
@@ -555,7 +556,9 @@ summary() {
 
 main() {
   check_root
-  trap cleanup EXIT INT TERM
+  trap cleanup EXIT
+  trap 'printf "\n%sinterrupted%s\n" "$R" "$N" >&2; exit 130' INT
+  trap 'printf "\n%sterminated%s\n" "$R" "$N" >&2; exit 143' TERM
   WORK=$(mktemp -d /tmp/tugboat-demo.XXXXXX)
   chmod 755 "$WORK"
   say "${B}Tugboat fleet demo${N}: Mosquitto (TLS) + registry + controller + $NDEV arm64 devices; v2 in phases, a broken v3 stopped at the canary."
