@@ -276,8 +276,9 @@ Status Store::PutRelease(const Release& r) {
 }
 
 Result<std::string> Store::NextRolloutId() {
-  // sqlite_sequence keeps AUTOINCREMENT's high-water mark, so ids are never reused.
-  Stmt s(db_, "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'rollouts'), 0)");
+  // Rollouts are never deleted, so the highest existing number gives gapless ids that are never reused.
+  // (sqlite_sequence is not usable here: every INSERT ... ON CONFLICT DO UPDATE of a rollout bumps it.)
+  Stmt s(db_, "SELECT COALESCE(MAX(CAST(SUBSTR(id, 3) AS INTEGER)), 0) FROM rollouts WHERE id LIKE 'r-%'");
   TUG_ASSIGN_OR_RETURN(bool row, s.Step());
   return "r-" + std::to_string((row ? s.Int(0) : 0) + 1);
 }
