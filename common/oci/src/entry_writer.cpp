@@ -1,5 +1,7 @@
 #include "entry_writer.hpp"
 
+#include "dir_list.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -65,23 +67,11 @@ Status RemoveAt(int dirfd, const std::string& name) {
   if (S_ISDIR(st.st_mode)) {
     int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return ErrnoError(errno, "opening " + name);
-    DIR* d = ::fdopendir(fd);
-    if (d == nullptr) {
-      int err = errno;
-      ::close(fd);
-      return ErrnoError(err, "listing " + name);
-    }
-    std::vector<std::string> children;
-    while (struct dirent* de = ::readdir(d)) {
-      if (std::strcmp(de->d_name, ".") == 0 || std::strcmp(de->d_name, "..") == 0) continue;
-      children.emplace_back(de->d_name);
-    }
+    auto children = ListDirFd(fd, name);
     Status s;
-    for (const auto& c : children) {
-      s = RemoveAt(::dirfd(d), c);
-      if (!s) break;
-    }
-    ::closedir(d);
+    if (!children) s = tl::unexpected(children.error());
+    for (size_t i = 0; s && children && i < children->size(); ++i) s = RemoveAt(fd, (*children)[i]);
+    ::close(fd);
     if (!s) return s;
     if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
       return ErrnoError(errno, "removing directory " + name);
@@ -229,20 +219,7 @@ Status EntryWriter::ApplyWhiteout(const std::string& entry, const Components& pa
 }
 
 Status EntryWriter::ClearOpaque(int dirfd, const std::string& prefix) {
-  int fd = ::dup(dirfd);
-  if (fd < 0) return ErrnoError(errno, "dup");
-  DIR* d = ::fdopendir(fd);
-  if (d == nullptr) {
-    int err = errno;
-    ::close(fd);
-    return ErrnoError(err, "listing " + prefix);
-  }
-  std::vector<std::string> children;
-  while (struct dirent* de = ::readdir(d)) {
-    if (std::strcmp(de->d_name, ".") == 0 || std::strcmp(de->d_name, "..") == 0) continue;
-    children.emplace_back(de->d_name);
-  }
-  ::closedir(d);
+  TUG_ASSIGN_OR_RETURN(auto children, ListDirFd(dirfd, prefix));
   for (const auto& name : children) {
     const std::string child = prefix.empty() ? name : prefix + "/" + name;
     if (layer_paths_.count(child) == 0) {

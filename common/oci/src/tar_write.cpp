@@ -13,6 +13,7 @@
 
 #include "oci/layer.hpp"
 #include "crypto/sha256.hpp"
+#include "dir_list.hpp"
 
 namespace tug::oci {
 
@@ -145,20 +146,7 @@ struct DirWalk {
   }
 
   Status Children(int dirfd, const std::string& rel) {
-    int fd = ::dup(dirfd);
-    if (fd < 0) return ErrnoError(errno, "dup");
-    DIR* d = ::fdopendir(fd);
-    if (d == nullptr) {
-      int err = errno;
-      ::close(fd);
-      return ErrnoError(err, "listing " + rel);
-    }
-    std::vector<std::string> names;
-    while (struct dirent* de = ::readdir(d)) {
-      if (std::strcmp(de->d_name, ".") == 0 || std::strcmp(de->d_name, "..") == 0) continue;
-      names.emplace_back(de->d_name);
-    }
-    ::closedir(d);
+    TUG_ASSIGN_OR_RETURN(auto names, internal::ListDirFd(dirfd, rel));
     // readdir order depends on the filesystem; byte order does not.
     std::sort(names.begin(), names.end());
     for (const auto& n : names) TUG_TRY(Add(dirfd, n, rel.empty() ? n : rel + "/" + n));
