@@ -76,7 +76,7 @@ TEST_CASE("Generate writes a CA, verifiable certificates with the right CNs, pri
   CHECK(conf->find("use_identity_as_username true\n") != std::string::npos);
   CHECK(conf->find("acl_file " + l->acl_file) != std::string::npos);
   CHECK(conf->find("allow_anonymous true") == std::string::npos);
-  CHECK(conf->find("max_queued_messages 1000\n") != std::string::npos);
+  CHECK(conf->find("max_queued_messages 100000\n") != std::string::npos);
   CHECK(conf->find("persistent_client_expiration 7d\n") != std::string::npos);
 }
 

@@ -113,8 +113,10 @@ Status Engine::InTx(const std::function<Status()>& f) {
   auto out = std::move(outbox_);
   outbox_.clear();
   for (const auto& m : out) {
-    if (auto p = publisher_.Publish(m.topic, m.payload, m.retain); !p)
+    if (auto p = publisher_.Publish(m.topic, m.payload, m.retain); !p) {
       spdlog::warn("publishing {}: {}", m.topic, p.error().Message());
+      republish_needed_ = true;
+    }
   }
   return {};
 }
@@ -337,6 +339,10 @@ Status Engine::AbortRollout(Rollout& r, std::vector<RolloutDevice>& rows, const 
 // ---- the state machine ----
 
 Status Engine::Tick() {
+  if (republish_needed_) {
+    republish_needed_ = false;
+    TUG_TRY(RepublishDesired());
+  }
   return InTx([this] { return TickAll(); });
 }
 
@@ -631,8 +637,11 @@ Status Engine::RepublishDesired() {
   TUG_ASSIGN_OR_RETURN(auto devices, store_.ListDevices());
   for (const auto& d : devices) {
     if (d.desired.empty() || d.applied_v >= d.desired_v) continue;
-    if (auto p = publisher_.Publish(DeviceTopic(d.id, "desired"), d.desired, true); !p)
+    if (auto p = publisher_.Publish(DeviceTopic(d.id, "desired"), d.desired, true); !p) {
       spdlog::warn("re-publishing desired of {}: {}", d.id, p.error().Message());
+      republish_needed_ = true;  // try the rest on a later tick
+      break;
+    }
   }
   return {};
 }

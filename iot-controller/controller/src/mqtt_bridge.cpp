@@ -42,6 +42,9 @@ Status MqttBridge::Start() {
   // A persistent session: with a fixed --mqtt-client-id the broker queues job reports while we restart.
   o.clean_start = false;
   o.session_expiry = std::chrono::hours(24);
+  // A rollout may publish one desired state per device in a single tick; the client's default bound (1,000
+  // unacknowledged) made larger rollouts lose publishes (bench/fleet_sim.cpp, 10,000 devices).
+  o.max_pending_publishes = 200000;
   client_ = std::make_unique<mqtt::Client>(io_, o);
   client_->on_message([this](const mqtt::Message& m) { OnMessage(m); });
   client_->on_connect([this](bool session_present) {

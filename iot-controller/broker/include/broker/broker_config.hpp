@@ -37,7 +37,9 @@ struct BrokerConfigOptions {
   std::vector<std::string> server_ips{"127.0.0.1"};
   int validity_days = 365;
   // Per client: messages queued while it is offline (QoS 1/2, persistent session) and in flight at once.
-  int max_queued_messages = 1000;
+  // Per client. The controller's one session receives every device's reports; at 1,000 Mosquitto dropped reports to
+  // a busy controller under a few hundred devices (bench/fleet_sim.cpp), and reports are sent once.
+  int max_queued_messages = 100000;
   int max_inflight_messages = 20;
   // How long the broker keeps an offline persistent session (Mosquitto duration syntax: 1h, 7d, 2w ...).
   std::string persistent_client_expiration = "7d";

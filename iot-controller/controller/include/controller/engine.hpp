@@ -111,6 +111,9 @@ class Engine {
   const core::Clock& clock_;
   EngineCounters counters_;
   std::vector<Outgoing> outbox_;
+  // A desired publish failed (e.g. the MQTT client's pending bound): re-publish pending desired states on the next
+  // tick instead of waiting for a reconnect (a rollout would otherwise stall until device_timeout).
+  bool republish_needed_ = false;
 };
 
 }  // namespace tug::controller
