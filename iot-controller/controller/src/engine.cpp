@@ -123,16 +123,20 @@ Status Engine::InTx(const std::function<Status()>& f) {
 
 // ---- reports ----
 
+// A device seen for the first time registers itself with its first report.
+Device Engine::NewDevice(const std::string& device_id) const {
+  Device d;
+  d.id = device_id;
+  d.created_at = Now();
+  return d;
+}
+
 Status Engine::OnPresence(const std::string& device_id, const std::string& payload) {
   auto j = ParseJson(payload, "presence", device_id);
   if (!j) return {};
   return InTx([&]() -> Status {
     TUG_ASSIGN_OR_RETURN(auto existing, store_.GetDevice(device_id));
-    Device d = existing ? *existing : Device{};
-    if (!existing) {
-      d.id = device_id;
-      d.created_at = Now();
-    }
+    Device d = existing ? *existing : NewDevice(device_id);
     // boot_id is not taken from presence: state seq is compared per boot_id, and the state of the new boot has
     // to be the one that switches it.
     d.online = j->value("online", false);
@@ -148,11 +152,7 @@ Status Engine::OnState(const std::string& device_id, const std::string& payload)
   if (!j) return {};
   return InTx([&]() -> Status {
     TUG_ASSIGN_OR_RETURN(auto existing, store_.GetDevice(device_id));
-    Device d = existing ? *existing : Device{};
-    if (!existing) {
-      d.id = device_id;
-      d.created_at = Now();
-    }
+    Device d = existing ? *existing : NewDevice(device_id);
     const std::string boot_id = StrOr(*j, "boot_id");
     const uint64_t seq = UintOr(*j, "seq", 0);
     if (existing && boot_id == d.boot_id && seq <= d.state_seq) {

@@ -90,6 +90,7 @@ class Engine {
   const EngineCounters& counters() const { return counters_; }
 
  private:
+  Device NewDevice(const std::string& device_id) const;
   struct Outgoing {
     std::string topic, payload;
     bool retain;
