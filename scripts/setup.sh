@@ -15,6 +15,7 @@ PACKAGES=(
   docker-registry apache2-utils runc qemu-user-static skopeo umoci mosquitto mosquitto-clients
   iproute2 procps psmisc util-linux
   mmdebstrap arch-test g++-aarch64-linux-gnu g++-arm-linux-gnueabihf binutils-aarch64-linux-gnu file
+  etcd-server etcd-client haproxy openjdk-17-jdk-headless
 )
 
 missing=()
@@ -31,7 +32,7 @@ else
 fi
 
 # Debian starts these daemons on install; Tugboat's tests start their own on free loopback ports.
-for svc in docker-registry mosquitto; do
+for svc in docker-registry mosquitto etcd haproxy; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl stop "$svc" || true
     $SUDO systemctl disable "$svc" >/dev/null 2>&1 || true

@@ -1,7 +1,7 @@
 // Beast stays in this one file: it is slow to compile and nothing else in the client needs it.
 #include <utility>  // before any Asio header: Debian's Boost 1.74 awaitable.hpp uses std::exchange without it
 
-#include "http.hpp"
+#include "http/client.hpp"
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -21,11 +21,11 @@
 #include <mutex>
 #include <optional>
 
-namespace tug::registry::internal {
+namespace tug::http {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace bhttp = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
@@ -89,7 +89,7 @@ std::string Url::Origin() const {
 
 std::string Url::ToString() const { return std::string(https ? "https://" : "http://") + Authority() + target; }
 
-std::string HttpResponse::Header(std::string_view name) const {
+std::string ClientResponse::Header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
     if (k.size() != name.size()) continue;
     bool eq = true;
@@ -112,30 +112,30 @@ struct Conn {
 };
 
 struct ExchangeOut {
-  Result<HttpResponse> result = MakeError(Errc::kInternal, "exchange did not run");
+  Result<ClientResponse> result = MakeError(Errc::kInternal, "exchange did not run");
   bool header_received = false;
   bool reusable = false;
 };
 
 bool IsHttpCategory(const beast::error_code& ec) {
-  return ec.category() == http::make_error_code(http::error::bad_version).category();
+  return ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category();
 }
 
 // Maps a transport error to the module's codes: timeouts are kTimeout, malformed HTTP is kProtocol, and every
 // other network failure is kUnavailable (transient, worth a retry with back-off).
 tl::unexpected<Error> NetError(const beast::error_code& ec, const std::string& what) {
   if (ec == beast::error::timeout) return MakeError(Errc::kTimeout, what + ": timed out");
-  if (IsHttpCategory(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message)
+  if (IsHttpCategory(ec) && ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message)
     return MakeError(Errc::kProtocol, what + ": " + ec.message());
   return MakeError(Errc::kUnavailable, what + ": " + ec.message());
 }
 
 }  // namespace
 
-struct HttpTransport::Impl {
-  explicit Impl(TransportOptions o) : opts(std::move(o)) {}
+struct Client::Impl {
+  explicit Impl(ClientOptions o) : opts(std::move(o)) {}
 
-  TransportOptions opts;
+  ClientOptions opts;
   asio::io_context ioc;
   std::optional<ssl::context> ssl_ctx;
   std::mutex mu;
@@ -254,45 +254,45 @@ struct HttpTransport::Impl {
   }
 
   template <class Stream>
-  asio::awaitable<void> Exchange(Stream& s, Conn& c, const HttpRequest& req, const BodySink* sink,
+  asio::awaitable<void> Exchange(Stream& s, Conn& c, const ClientRequest& req, const BodySink* sink,
                                  std::atomic<uint64_t>* received, ExchangeOut* out) {
     beast::error_code ec;
-    http::request<http::span_body<const char>> r;
+    bhttp::request<bhttp::span_body<const char>> r;
     r.method_string(req.method);
     r.target(req.url.target);
     r.version(11);
-    r.set(http::field::host, req.url.Authority());
-    r.set(http::field::user_agent, "tugboat/0.1");
+    r.set(bhttp::field::host, req.url.Authority());
+    r.set(bhttp::field::user_agent, "tugboat/0.1");
     for (const auto& [k, v] : req.headers) r.set(k, v);
     r.body() = beast::span<const char>(req.body.data(), req.body.size());
     r.prepare_payload();
     r.keep_alive(true);
 
     // Written piece by piece so the deadline applies to each wait, not to a whole multi-megabyte body.
-    http::request_serializer<http::span_body<const char>> sr{r};
+    bhttp::request_serializer<bhttp::span_body<const char>> sr{r};
     while (!sr.is_done()) {
       c.Lowest().expires_after(opts.timeout);
-      co_await http::async_write_some(s, sr, asio::redirect_error(asio::use_awaitable, ec));
+      co_await bhttp::async_write_some(s, sr, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         out->result = NetError(ec, "sending request");
         co_return;
       }
     }
 
-    http::response_parser<http::buffer_body> p;
+    bhttp::response_parser<bhttp::buffer_body> p;
     p.body_limit(std::numeric_limits<std::uint64_t>::max());
     if (req.method == "HEAD") p.skip(true);
     // Beast sizes each socket read by the dynamic buffer's free capacity (512 bytes by default): give it room so a
     // 100 MB layer is read in 64 KiB gulps, not 200,000 tiny ones.
     c.buffer.reserve(64 << 10);
     c.Lowest().expires_after(opts.timeout);
-    co_await http::async_read_header(s, c.buffer, p, asio::redirect_error(asio::use_awaitable, ec));
+    co_await bhttp::async_read_header(s, c.buffer, p, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       out->result = NetError(ec, "reading response header");
       co_return;
     }
     out->header_received = true;
-    HttpResponse resp;
+    ClientResponse resp;
     resp.status = static_cast<int>(p.get().result_int());
     resp.reason = std::string(p.get().reason());
     for (const auto& f : p.get()) resp.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
@@ -303,8 +303,8 @@ struct HttpTransport::Impl {
       p.get().body().data = buf.data();
       p.get().body().size = buf.size();
       c.Lowest().expires_after(opts.timeout);
-      co_await http::async_read_some(s, c.buffer, p, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec == http::error::need_buffer) ec = {};
+      co_await bhttp::async_read_some(s, c.buffer, p, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == bhttp::error::need_buffer) ec = {};
       if (ec && !to_sink && (resp.status < 200 || resp.status >= 300)) {
         // An error body is only informational, and some servers get its length wrong (Go's http.Error after a
         // Content-Length was set, e.g. on 416): keep the status, drop the connection.
@@ -339,10 +339,22 @@ struct HttpTransport::Impl {
   }
 };
 
-HttpTransport::HttpTransport(TransportOptions opts) : impl_(std::make_unique<Impl>(std::move(opts))) {}
-HttpTransport::~HttpTransport() = default;
+Client::Client(ClientOptions opts) : impl_(std::make_unique<Impl>(std::move(opts))) {}
+Client::~Client() = default;
 
-Result<HttpResponse> HttpTransport::Send(const HttpRequest& req, const BodySink* sink,
+Result<ClientResponse> Client::Call(std::string_view method, std::string_view url, std::string_view body,
+                                    Headers headers, const BodySink* sink) {
+  auto u = Url::Parse(url);
+  if (!u) return MakeError(Errc::kInvalidArgument, u.error().Message());
+  ClientRequest req;
+  req.method = std::string(method);
+  req.url = std::move(*u);
+  req.headers = std::move(headers);
+  req.body = body;
+  return Send(req, sink);
+}
+
+Result<ClientResponse> Client::Send(const ClientRequest& req, const BodySink* sink,
                                          std::atomic<uint64_t>* received) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   const std::string what = req.method + " " + req.url.ToString();
@@ -373,4 +385,4 @@ Result<HttpResponse> HttpTransport::Send(const HttpRequest& req, const BodySink*
   }
 }
 
-}  // namespace tug::registry::internal
+}  // namespace tug::http

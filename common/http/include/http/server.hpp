@@ -1,0 +1,93 @@
+// http::Server: a small HTTP/1.1 server (Beast) on the caller's io_context, for REST APIs, /metrics and long-lived
+// streamed responses (the cluster scheduler's RecordIO event streams, Server-Sent Events).
+//
+// Threading: Start, port and Stop on the io_context thread (or before it runs); the handler runs there too and may
+// block briefly. Each connection is a coroutine; every read and write has a timeout (30 s; a streamed response's
+// writes too, so a stalled peer is dropped), request bodies are limited to 4 MiB, keep-alive is honoured. Stop
+// closes the listener and every open stream.
+//
+// Streaming: a handler that wants to keep the response open returns a Response with `stream` set (MakeStream()).
+// The server sends the status and headers with chunked transfer encoding, then each Stream::Write as one chunk, in
+// order, until Stream::Close (last chunk, connection closed) or the peer goes away (OnClose callbacks run, once).
+#pragma once
+
+#include <utility>  // before Asio: Debian's Boost 1.74 misses it in awaitable.hpp
+
+#include <boost/asio/io_context.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.hpp"
+
+namespace tug::http {
+
+struct Request {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // "/api/v1/apps?embed=tasks" (percent-encoded as sent)
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string peer;  // "127.0.0.1:40312"
+
+  // First header with this name (case-insensitive), or "".
+  std::string Header(std::string_view name) const;
+  // target without the query.
+  std::string Path() const;
+  // Decoded query parameters (last one wins).
+  std::map<std::string, std::string> Query() const;
+};
+
+// A response body written piece by piece. Write/Close may be called from any thread; they are posted to the
+// io_context. Writes after Close or after the peer left are dropped (closed() says so).
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  virtual void Write(std::string chunk) = 0;
+  virtual void Close() = 0;
+  virtual bool closed() const = 0;
+  // Runs once, on the io_context thread, when the stream ends for any reason (Close, peer gone, write timeout,
+  // server stopped). Set before returning the response.
+  virtual void OnClose(std::function<void()> fn) = 0;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;                 // ignored when streaming
+  std::shared_ptr<Stream> stream;   // set: stream the body (see above)
+};
+
+class Server {
+ public:
+  using Handler = std::function<Response(const Request&)>;
+  // Makes a Stream for a handler to return; bound to `io`.
+  static std::shared_ptr<Stream> MakeStream(boost::asio::io_context& io);
+
+  // Binds host:port (port 0 picks a free one) and starts accepting. kInvalidArgument for a bad address,
+  // kUnavailable when the bind fails (in use). `server_name` goes in the Server header.
+  static Result<std::unique_ptr<Server>> Start(boost::asio::io_context& io, const std::string& host, uint16_t port,
+                                               Handler handler, std::string server_name = "tugboat");
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  uint16_t port() const;
+  void Stop();
+
+  struct Impl;
+
+ private:
+  explicit Server(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<Impl> impl_;
+};
+
+// "{\"error\":msg}" (+ "field") JSON helpers used by every API built on the server.
+Response JsonError(int status, const std::string& message, const std::string& field = "");
+
+}  // namespace tug::http
