@@ -214,12 +214,10 @@ HttpResponse Api::Handle(const HttpRequest& req) {
         if (k.empty() || !v.is_string()) return Err(400, "labels must be an object of strings", "labels." + k);
         l[k] = v.get<std::string>();
       }
-      Device d = **dev;
-      d.operator_labels = l;
-      if (auto st = store_.PutDevice(d); !st) return FromError(st.error());
-      // Relabelling can make the device match a running rollout's selector.
-      if (auto st = engine_.Tick(); !st) return FromError(st.error());
-      return Json(200, DeviceJson(d));
+      // The engine stores the labels and joins the device to the running rollouts it now matches.
+      auto d = engine_.SetOperatorLabels(p[3], l);
+      if (!d) return FromError(d.error());
+      return Json(200, DeviceJson(*d));
     }
     return Err(404, "no such route: " + path);
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 #include <sstream>
 
 namespace tug::controller {
@@ -31,9 +32,10 @@ bool Matches(const RolloutSpec& s, const Device& d) {
   return true;
 }
 
-bool IsFailure(DeviceJobState s) { return s == DeviceJobState::kFailed || s == DeviceJobState::kTimedOut; }
-// A device that installed the release, whether or not it was rolled back by the fleet afterwards.
-bool IsSuccess(DeviceJobState s) { return s == DeviceJobState::kSucceeded || s == DeviceJobState::kRolledBack; }
+// Outcomes as the abort rule and the phase threshold count them: a success is a device that installed the release,
+// whether or not the fleet rolled it back afterwards.
+constexpr DeviceJobState kSuccesses[] = {DeviceJobState::kSucceeded, DeviceJobState::kRolledBack};
+constexpr DeviceJobState kFailures[] = {DeviceJobState::kFailed, DeviceJobState::kTimedOut};
 
 int64_t Target(const PhaseSpec& p, int64_t fleet) {
   if (p.count) return std::min(*p.count, fleet);
@@ -92,8 +94,11 @@ std::string StrOr(const json& j, const char* key) {
 
 }  // namespace
 
-Engine::Engine(Store& store, Publisher& publisher, const core::Clock& clock)
-    : store_(store), publisher_(publisher), clock_(clock) {}
+Engine::Engine(Store& store, Publisher& publisher, const core::Clock& clock, EngineOptions options)
+    : store_(store), publisher_(publisher), clock_(clock), options_(options) {
+  options_.tick_send_batch = std::max<int64_t>(1, options_.tick_send_batch);
+  options_.report_send_batch = std::max<int64_t>(1, options_.report_send_batch);
+}
 
 Millis Engine::Now() const {
   return duration_cast<milliseconds>(clock_.Now().time_since_epoch()).count();
@@ -101,11 +106,18 @@ Millis Engine::Now() const {
 
 Status Engine::InTx(const std::function<Status()>& f) {
   TUG_TRY(store_.Begin());
-  auto st = f();
+  envelopes_.clear();
+  auto st = EnsureLoaded();
+  if (st) st = f();
   if (st) st = store_.Commit();
+  envelopes_.clear();
   if (!st) {
     store_.Rollback();
     outbox_.clear();  // nothing that was not persisted may leave
+    // The in-memory rollouts may hold changes the rollback undid: start again from the Store.
+    loaded_ = false;
+    live_.clear();
+    order_.clear();
     return st;
   }
   // Publish only after the commit: a crash before this point loses messages, never state; RepublishDesired and the
@@ -121,6 +133,93 @@ Status Engine::InTx(const std::function<Status()>& f) {
   return {};
 }
 
+// ---- the in-memory rollouts ----
+
+int64_t& Engine::Live::At(int phase, DeviceJobState s) {
+  const size_t i = static_cast<size_t>(std::max(phase, -1) + 1);
+  if (counts.size() <= i) counts.resize(i + 1, std::array<int64_t, 8>{});
+  return counts[i][static_cast<size_t>(s)];
+}
+
+int64_t Engine::Live::InState(DeviceJobState s) const {
+  int64_t n = 0;
+  for (const auto& c : counts) n += c[static_cast<size_t>(s)];
+  return n;
+}
+
+Status Engine::EnsureLoaded() {
+  if (loaded_) return {};
+  live_.clear();
+  order_.clear();
+  TUG_ASSIGN_OR_RETURN(auto rollouts, store_.ListRollouts());
+  for (auto& r : rollouts) {
+    order_.push_back(r.id);
+    Live l;
+    l.r = std::move(r);
+    live_.emplace(l.r.id, std::move(l));
+  }
+  loaded_ = true;
+  return {};
+}
+
+Status Engine::Count(Live& l) {
+  if (l.counted) return {};
+  TUG_ASSIGN_OR_RETURN(auto counts, store_.CountRolloutDevices(l.r.id));
+  l.counts.assign(l.r.spec.phases.size() + 1, std::array<int64_t, 8>{});
+  l.fleet = 0;
+  for (const auto& c : counts) {
+    l.At(c.phase, c.state) += c.count;
+    l.fleet += c.count;
+  }
+  l.counted = true;
+  return {};
+}
+
+Result<Engine::Live*> Engine::Find(const std::string& rollout_id) {
+  TUG_TRY(EnsureLoaded());
+  auto it = live_.find(rollout_id);
+  if (it == live_.end()) return static_cast<Live*>(nullptr);
+  TUG_TRY(Count(it->second));
+  return &it->second;
+}
+
+// Every write of a rollout row goes through here so the counters follow the Store.
+Status Engine::SaveRow(Live& l, const RolloutDevice& rd, std::optional<Slot> before) {
+  TUG_TRY(store_.PutRolloutDevice(rd));
+  if (!l.counted) return {};  // counted from the Store (this write included) when first needed
+  if (before) {
+    --l.At(before->phase, before->state);
+  } else {
+    ++l.fleet;
+  }
+  ++l.At(rd.phase, rd.state);
+  return {};
+}
+
+Status Engine::CheckCounters() {
+  return InTx([&]() -> Status {
+    for (const auto& id : order_) {
+      Live& l = live_.at(id);
+      if (!l.counted) continue;
+      Live fresh;
+      fresh.r = l.r;
+      TUG_TRY(Count(fresh));
+      if (fresh.fleet != l.fleet)
+        return MakeError(Errc::kInternal, "rollout " + id + ": fleet " + std::to_string(l.fleet) + " in memory, " +
+                                              std::to_string(fresh.fleet) + " stored");
+      for (int p = -1; p < static_cast<int>(std::max(fresh.counts.size(), l.counts.size())) - 1; ++p)
+        for (int s = 0; s < 8; ++s) {
+          const auto st = static_cast<DeviceJobState>(s);
+          if (fresh.At(p, st) != l.At(p, st))
+            return MakeError(Errc::kInternal, "rollout " + id + ": phase " + std::to_string(p) + " " + ToString(st) +
+                                                  " " + std::to_string(l.At(p, st)) + " in memory, " +
+                                                  std::to_string(fresh.At(p, st)) + " stored");
+        }
+    }
+    return {};
+  });
+}
+
 // ---- reports ----
 
 // A device seen for the first time registers itself with its first report.
@@ -132,91 +231,135 @@ Device Engine::NewDevice(const std::string& device_id) const {
 }
 
 Status Engine::OnPresence(const std::string& device_id, const std::string& payload) {
-  auto j = ParseJson(payload, "presence", device_id);
-  if (!j) return {};
-  return InTx([&]() -> Status {
-    TUG_ASSIGN_OR_RETURN(auto existing, store_.GetDevice(device_id));
-    Device d = existing ? *existing : NewDevice(device_id);
-    // boot_id is not taken from presence: state seq is compared per boot_id, and the state of the new boot has
-    // to be the one that switches it.
-    d.online = j->value("online", false);
-    d.last_seen = Now();
-    TUG_TRY(store_.PutDevice(d));
-    ++counters_.reports_applied;
-    return TickAll();
-  });
+  return OnReports(
+      {DeviceReport{.kind = DeviceReport::Kind::kPresence, .device_id = device_id, .job = "", .payload = payload}});
 }
 
 Status Engine::OnState(const std::string& device_id, const std::string& payload) {
-  auto j = ParseJson(payload, "state", device_id);
-  if (!j) return {};
-  return InTx([&]() -> Status {
-    TUG_ASSIGN_OR_RETURN(auto existing, store_.GetDevice(device_id));
-    Device d = existing ? *existing : NewDevice(device_id);
-    const std::string boot_id = StrOr(*j, "boot_id");
-    const uint64_t seq = UintOr(*j, "seq", 0);
-    if (existing && boot_id == d.boot_id && seq <= d.state_seq) {
-      ++counters_.reports_ignored;  // a replay (retained snapshot, duplicate) or an older state
-      return {};
-    }
-    d.boot_id = boot_id;
-    d.state_seq = seq;
-    d.last_seen = Now();
-    d.applied_v = UintOr(*j, "applied_v", d.applied_v);
-    d.active = j->contains("active") ? (*j)["active"] : json(nullptr);
-    d.previous = j->contains("previous") ? (*j)["previous"] : json(nullptr);
-    d.arch = StrOr(*j, "arch");
-    d.agent_version = StrOr(*j, "agent_version");
-    d.reported_labels.clear();
-    if (j->contains("labels") && (*j)["labels"].is_object())
-      for (const auto& [k, v] : (*j)["labels"].items())
-        if (v.is_string()) d.reported_labels[k] = v.get<std::string>();
-    json job = j->contains("job") && (*j)["job"].is_object() ? (*j)["job"] : json::object();
-    d.job_id = StrOr(job, "id");
-    d.job_phase = StrOr(job, "phase");
-    TUG_TRY(store_.PutDevice(d));
-    ++counters_.reports_applied;
-    // The state carries the job's latest journal entry (same seq as its status message): it stands in for a status
-    // message this controller missed (it was down, or the message went to another controller).
-    if (!d.job_id.empty() && (d.job_phase == "SUCCEEDED" || d.job_phase == "FAILED" || d.job_phase == "ROLLED_BACK")) {
-      json report{{"state", d.job_phase}, {"seq", UintOr(job, "seq", 0)}, {"boot_id", boot_id},
-                  {"error", job.contains("error") ? job["error"] : json(nullptr)}};
-      bool changed = false;
-      TUG_TRY(ApplyJobReport(device_id, d.job_id, report, &changed));
-    }
-    return TickAll();
-  });
+  return OnReports(
+      {DeviceReport{.kind = DeviceReport::Kind::kState, .device_id = device_id, .job = "", .payload = payload}});
 }
 
 Status Engine::OnJobStatus(const std::string& device_id, const std::string& job, const std::string& payload) {
-  auto j = ParseJson(payload, "job status", device_id);
-  if (!j) return {};
-  return InTx([&]() -> Status {
-    bool changed = false;
-    TUG_TRY(ApplyJobReport(device_id, job, *j, &changed));
-    if (!changed) return {};
-    return TickAll();
+  return OnReports(
+      {DeviceReport{.kind = DeviceReport::Kind::kJobStatus, .device_id = device_id, .job = job, .payload = payload}});
+}
+
+Status Engine::OnReports(const std::vector<DeviceReport>& reports) {
+  if (reports.empty()) return {};
+  auto st = InTx([&]() -> Status {
+    for (const auto& r : reports) TUG_TRY(ApplyReport(r));
+    return {};
   });
+  if (st || reports.size() == 1) return st;
+  spdlog::warn("applying {} reports in one transaction: {}; applying them one by one", reports.size(),
+               st.error().Message());
+  Status first;
+  for (const auto& r : reports) {
+    auto one = InTx([&] { return ApplyReport(r); });
+    if (!one) {
+      spdlog::error("report {} from {}: {}", r.kind == DeviceReport::Kind::kJobStatus ? "jobs/" + r.job : "",
+                    r.device_id, one.error().Message());
+      if (first) first = one;
+    }
+  }
+  return first;
+}
+
+// One report, inside the caller's transaction: the device's rows change, then each rollout it touched takes its
+// next decisions (abort, phase, a few more sends) at once, as if a tick had followed this report alone.
+Status Engine::ApplyReport(const DeviceReport& report) {
+  const char* what = report.kind == DeviceReport::Kind::kPresence ? "presence"
+                     : report.kind == DeviceReport::Kind::kState  ? "state"
+                                                                  : "job status";
+  auto j = ParseJson(report.payload, what, report.device_id);
+  if (!j) return {};
+  std::set<std::string> touched;
+  switch (report.kind) {
+    case DeviceReport::Kind::kPresence: TUG_TRY(ApplyPresence(report.device_id, *j, touched)); break;
+    case DeviceReport::Kind::kState: TUG_TRY(ApplyState(report.device_id, *j, touched)); break;
+    case DeviceReport::Kind::kJobStatus: TUG_TRY(ApplyJobReport(report.device_id, report.job, *j, touched)); break;
+  }
+  for (const auto& id : touched) {
+    TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
+    if (l && l->r.state != RolloutState::kSucceeded)
+      TUG_TRY(TickRollout(*l, TickMode{.full = false, .budget = options_.report_send_batch}));
+  }
+  return {};
+}
+
+Status Engine::ApplyPresence(const std::string& device_id, const json& j, std::set<std::string>& touched) {
+  TUG_ASSIGN_OR_RETURN(auto existing, store_.GetDevice(device_id));
+  Device d = existing ? *existing : NewDevice(device_id);
+  const bool was_online = existing && existing->online;
+  // boot_id is not taken from presence: state seq is compared per boot_id, and the state of the new boot has
+  // to be the one that switches it.
+  d.online = j.value("online", false);
+  d.last_seen = Now();
+  TUG_TRY(store_.PutDevice(d));
+  ++counters_.reports_applied;
+  if (!existing) TUG_TRY(Join(d, touched));
+  if (d.online && !was_online) TUG_TRY(DeviceCameOnline(device_id, touched));
+  return {};
+}
+
+Status Engine::ApplyState(const std::string& device_id, const json& j, std::set<std::string>& touched) {
+  TUG_ASSIGN_OR_RETURN(auto existing, store_.GetDevice(device_id));
+  Device d = existing ? *existing : NewDevice(device_id);
+  const std::string boot_id = StrOr(j, "boot_id");
+  const uint64_t seq = UintOr(j, "seq", 0);
+  if (existing && boot_id == d.boot_id && seq <= d.state_seq) {
+    ++counters_.reports_ignored;  // a replay (retained snapshot, duplicate) or an older state
+    return {};
+  }
+  const Labels labels_before = d.EffectiveLabels();
+  d.boot_id = boot_id;
+  d.state_seq = seq;
+  d.last_seen = Now();
+  d.applied_v = UintOr(j, "applied_v", d.applied_v);
+  d.active = j.contains("active") ? j["active"] : json(nullptr);
+  d.previous = j.contains("previous") ? j["previous"] : json(nullptr);
+  d.arch = StrOr(j, "arch");
+  d.agent_version = StrOr(j, "agent_version");
+  d.reported_labels.clear();
+  if (j.contains("labels") && j["labels"].is_object())
+    for (const auto& [k, v] : j["labels"].items())
+      if (v.is_string()) d.reported_labels[k] = v.get<std::string>();
+  json job = j.contains("job") && j["job"].is_object() ? j["job"] : json::object();
+  d.job_id = StrOr(job, "id");
+  d.job_phase = StrOr(job, "phase");
+  TUG_TRY(store_.PutDevice(d));
+  ++counters_.reports_applied;
+  // A new device, or new labels: it may now match running rollouts.
+  if (!existing || d.EffectiveLabels() != labels_before) TUG_TRY(Join(d, touched));
+  // The state carries the job's latest journal entry (same seq as its status message): it stands in for a status
+  // message this controller missed (it was down, or the message went to another controller).
+  if (!d.job_id.empty() && (d.job_phase == "SUCCEEDED" || d.job_phase == "FAILED" || d.job_phase == "ROLLED_BACK")) {
+    json report{{"state", d.job_phase}, {"seq", UintOr(job, "seq", 0)}, {"boot_id", boot_id},
+                {"error", job.contains("error") ? job["error"] : json(nullptr)}};
+    TUG_TRY(ApplyJobReport(device_id, d.job_id, report, touched));
+  }
+  return {};
 }
 
 Status Engine::ApplyJobReport(const std::string& device_id, const std::string& job, const json& report,
-                              bool* changed) {
-  *changed = false;
+                              std::set<std::string>& touched) {
   TUG_ASSIGN_OR_RETURN(auto found, store_.FindByJob(device_id, job));
   if (!found) {
     ++counters_.reports_ignored;  // not one of ours (manual install, another controller's data, old attempt)
     return {};
   }
   RolloutDevice rd = *found;
+  const Slot before = SlotOf(rd);
   TUG_ASSIGN_OR_RETURN(bool fresh,
                        store_.RecordReport(device_id, job, StrOr(report, "boot_id"), UintOr(report, "seq", 0)));
   if (!fresh) {
     ++counters_.reports_ignored;
     return {};
   }
-  TUG_ASSIGN_OR_RETURN(auto rollout, store_.GetRollout(rd.rollout_id));
-  if (!rollout) return MakeError(Errc::kInternal, "rollout " + rd.rollout_id + " vanished");
-  Rollout r = *rollout;
+  TUG_ASSIGN_OR_RETURN(Live * l, Find(rd.rollout_id));
+  if (!l) return MakeError(Errc::kInternal, "rollout " + rd.rollout_id + " vanished");
+  Rollout& r = l->r;
   const std::string state = StrOr(report, "state");
   const json err = report.contains("error") && report["error"].is_object() ? report["error"] : json::object();
   const std::string err_text = StrOr(err, "code") + (StrOr(err, "message").empty() ? "" : ": " + StrOr(err, "message"));
@@ -232,13 +375,13 @@ Status Engine::ApplyJobReport(const std::string& device_id, const std::string& j
       rd.error.clear();
     } else if (state == "FAILED") {
       const bool retryable = err.value("retryable", false);
-      TUG_ASSIGN_OR_RETURN(auto dev, store_.GetDevice(device_id));
+      TUG_ASSIGN_OR_RETURN(auto dev, store_.GetDesiredVersions(device_id));
       if (retryable && rd.attempts - 1 < r.spec.max_retries && r.state == RolloutState::kRunning && dev &&
           dev->online) {
         spdlog::info("rollout {}: {} failed retryably ({}), retrying", r.id, device_id, err_text);
-        TUG_TRY(SendInstall(r, rd));  // persists rd with the new attempt
+        TUG_TRY(SendInstall(*l, rd, before));  // persists rd with the new attempt
         ++counters_.reports_applied;
-        *changed = true;
+        touched.insert(r.id);
         return {};
       }
       rd.state = DeviceJobState::kFailed;
@@ -270,30 +413,97 @@ Status Engine::ApplyJobReport(const std::string& device_id, const std::string& j
       return {};
     }
   }
-  TUG_TRY(store_.PutRolloutDevice(rd));
+  TUG_TRY(SaveRow(*l, rd, before));
   ++counters_.reports_applied;
-  *changed = true;
+  // A device that succeeds after the fleet rollback went out (it was in progress then) is rolled back too.
+  if (r.rolled_back && rd.state == DeviceJobState::kSucceeded && rd.rollback_job.empty())
+    TUG_TRY(SendRollback(*l, rd));
+  touched.insert(r.id);
+  return {};
+}
+
+Status Engine::Join(const Device& d, std::set<std::string>& touched) {
+  for (const auto& id : order_) {
+    Live& l = live_.at(id);
+    if (l.r.state != RolloutState::kRunning || !Matches(l.r.spec, d)) continue;
+    TUG_ASSIGN_OR_RETURN(auto row, store_.GetRolloutDevice(id, d.id));
+    if (row) continue;
+    RolloutDevice rd;
+    rd.rollout_id = id;
+    rd.device_id = d.id;
+    TUG_TRY(SaveRow(l, rd, std::nullopt));
+    touched.insert(id);
+  }
+  return {};
+}
+
+Status Engine::JoinAll(Live& l) {
+  if (l.r.state != RolloutState::kRunning) return {};
+  TUG_ASSIGN_OR_RETURN(auto devices, store_.ListDevices());
+  TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevices(l.r.id));
+  std::set<std::string> known;
+  for (const auto& rd : rows) known.insert(rd.device_id);
+  for (const auto& d : devices) {
+    if (known.count(d.id) || !Matches(l.r.spec, d)) continue;
+    RolloutDevice rd;
+    rd.rollout_id = l.r.id;
+    rd.device_id = d.id;
+    TUG_TRY(SaveRow(l, rd, std::nullopt));
+  }
+  return {};
+}
+
+// A device that was offline (or unknown) is online: its unreached rows in running rollouts get their turn again.
+Status Engine::DeviceCameOnline(const std::string& device_id, std::set<std::string>& touched) {
+  TUG_ASSIGN_OR_RETURN(auto rows, store_.ListDeviceRollouts(device_id));
+  for (auto& rd : rows) {
+    if (rd.state != DeviceJobState::kUnreached && rd.state != DeviceJobState::kPending) continue;
+    TUG_ASSIGN_OR_RETURN(Live * l, Find(rd.rollout_id));
+    if (!l || l->r.state != RolloutState::kRunning) continue;
+    touched.insert(l->r.id);  // a pending device: the rollout's next decisions may pick it now
+    if (rd.state != DeviceJobState::kUnreached) continue;
+    const Slot before = SlotOf(rd);
+    if (rd.sent) {
+      // The retained desired is already on the broker; the device gets it on connect. Restart its clock.
+      rd.state = DeviceJobState::kInProgress;
+      rd.sent_at = Now();
+      TUG_TRY(SaveRow(*l, rd, before));
+    } else if (l->InState(DeviceJobState::kInProgress) < l->r.spec.max_concurrency) {
+      TUG_TRY(SendInstall(*l, rd, before));  // its turn had come; otherwise a later tick sends it
+    }
+  }
   return {};
 }
 
 // ---- sending ----
 
-Status Engine::PublishDesired(Device& d, json desired) {
+Result<const json*> Engine::Envelope(uint64_t release) {
+  auto it = envelopes_.find(release);
+  if (it != envelopes_.end()) return &it->second;
+  TUG_ASSIGN_OR_RETURN(auto rel, store_.GetRelease(release));
+  if (!rel) return MakeError(Errc::kInternal, "release " + std::to_string(release) + " missing");
+  json envelope = json::parse(rel->envelope, nullptr, false);
+  if (envelope.is_discarded()) return MakeError(Errc::kInternal, "stored envelope of release is not JSON");
+  return &envelopes_.emplace(release, std::move(envelope)).first->second;
+}
+
+Status Engine::PublishDesired(const std::string& device_id, json desired) {
+  TUG_ASSIGN_OR_RETURN(auto dev, store_.GetDesiredVersions(device_id));
+  if (!dev) return MakeError(Errc::kInternal, "device " + device_id + " missing");
   // v must exceed both what we issued before and what the device applied (it may have had another controller or
   // a manual install): the device ignores v <= applied_v.
-  d.desired_v = std::max(d.desired_v, d.applied_v) + 1;
-  desired["v"] = d.desired_v;
-  d.desired = desired.dump();
-  TUG_TRY(store_.PutDevice(d));
-  outbox_.push_back(Outgoing{.topic = DeviceTopic(d.id, "desired"), .payload = d.desired, .retain = true});
+  const uint64_t v = std::max(dev->desired_v, dev->applied_v) + 1;
+  desired["v"] = v;
+  std::string payload = desired.dump();
+  TUG_TRY(store_.SetDesired(device_id, v, payload));
+  outbox_.push_back(Outgoing{.topic = DeviceTopic(device_id, "desired"), .payload = std::move(payload), .retain = true});
   ++counters_.desired_published;
   return {};
 }
 
-Status Engine::SendInstall(Rollout& r, RolloutDevice& rd) {
-  TUG_ASSIGN_OR_RETURN(auto dev, store_.GetDevice(rd.device_id));
-  TUG_ASSIGN_OR_RETURN(auto rel, store_.GetRelease(r.spec.release));
-  if (!dev || !rel) return MakeError(Errc::kInternal, "device or release missing for rollout " + r.id);
+Status Engine::SendInstall(Live& l, RolloutDevice& rd, Slot before) {
+  Rollout& r = l.r;
+  TUG_ASSIGN_OR_RETURN(const json* envelope, Envelope(r.spec.release));
   rd.attempts += 1;
   rd.job = r.id + "." + rd.device_id + "." + std::to_string(rd.attempts);
   rd.state = DeviceJobState::kInProgress;
@@ -301,37 +511,34 @@ Status Engine::SendInstall(Rollout& r, RolloutDevice& rd) {
   rd.sent_at = Now();
   rd.error.clear();
   if (rd.phase < 0) rd.phase = r.current_phase;
-  json envelope = json::parse(rel->envelope, nullptr, false);
-  if (envelope.is_discarded()) return MakeError(Errc::kInternal, "stored envelope of release is not JSON");
   const auto deadline = clock_.Now() + r.spec.device_timeout;
-  json desired{{"job", rd.job}, {"release", envelope}, {"policy", {{"deadline", core::FormatRfc3339(deadline)}}}};
-  Device d = *dev;
-  TUG_TRY(PublishDesired(d, std::move(desired)));
-  TUG_TRY(store_.PutRolloutDevice(rd));
-  spdlog::info("rollout {}: sent release {} to {} (job {})", r.id, r.spec.release, rd.device_id, rd.job);
+  json desired{{"job", rd.job}, {"release", *envelope}, {"policy", {{"deadline", core::FormatRfc3339(deadline)}}}};
+  TUG_TRY(PublishDesired(rd.device_id, std::move(desired)));
+  TUG_TRY(SaveRow(l, rd, before));
+  spdlog::debug("rollout {}: sent release {} to {} (job {})", r.id, r.spec.release, rd.device_id, rd.job);
   return {};
 }
 
-Status Engine::SendRollback(Rollout& r, RolloutDevice& rd) {
-  TUG_ASSIGN_OR_RETURN(auto dev, store_.GetDevice(rd.device_id));
-  if (!dev) return MakeError(Errc::kInternal, "device " + rd.device_id + " missing");
-  rd.rollback_job = r.id + "." + rd.device_id + ".rollback";
+Status Engine::SendRollback(Live& l, RolloutDevice& rd) {
+  const Slot before = SlotOf(rd);
+  rd.rollback_job = l.r.id + "." + rd.device_id + ".rollback";
   rd.rollback_state = "sent";
-  Device d = *dev;
-  TUG_TRY(PublishDesired(d, json{{"job", rd.rollback_job}, {"action", "rollback"}}));
-  TUG_TRY(store_.PutRolloutDevice(rd));
-  spdlog::info("rollout {}: sent rollback to {}", r.id, rd.device_id);
+  TUG_TRY(PublishDesired(rd.device_id, json{{"job", rd.rollback_job}, {"action", "rollback"}}));
+  TUG_TRY(SaveRow(l, rd, before));
+  spdlog::info("rollout {}: sent rollback to {}", l.r.id, rd.device_id);
   return {};
 }
 
-Status Engine::AbortRollout(Rollout& r, std::vector<RolloutDevice>& rows, const std::string& reason) {
+Status Engine::AbortRollout(Live& l, const std::string& reason) {
+  Rollout& r = l.r;
   spdlog::warn("rollout {} aborted: {}", r.id, reason);
   r.state = RolloutState::kAborted;
   r.abort_reason = reason;
   if (r.spec.auto_rollback) {
     r.rolled_back = true;
+    TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevicesIn(r.id, DeviceJobState::kSucceeded));
     for (auto& rd : rows)
-      if (rd.state == DeviceJobState::kSucceeded && rd.rollback_job.empty()) TUG_TRY(SendRollback(r, rd));
+      if (rd.rollback_job.empty()) TUG_TRY(SendRollback(l, rd));
   }
   return store_.PutRollout(r);
 }
@@ -343,93 +550,87 @@ Status Engine::Tick() {
     republish_needed_ = false;
     TUG_TRY(RepublishDesired());
   }
-  return InTx([this] { return TickAll(); });
+  return InTx([this]() -> Status {
+    if (join_scan_needed_) {
+      for (const auto& id : order_) {
+        TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
+        TUG_TRY(JoinAll(*l));
+      }
+    }
+    for (const auto& id : order_) {
+      Live& l = live_.at(id);
+      if (l.r.state == RolloutState::kSucceeded) continue;
+      TUG_TRY(Count(l));
+      TUG_TRY(TickRollout(l, TickMode{.full = true, .budget = options_.tick_send_batch}));
+    }
+    join_scan_needed_ = false;
+    return {};
+  });
 }
 
-Status Engine::TickAll() {
-  TUG_ASSIGN_OR_RETURN(auto rollouts, store_.ListRollouts());
-  for (auto& r : rollouts) {
-    if (r.state == RolloutState::kSucceeded) continue;
-    TUG_TRY(TickRollout(r));
-  }
-  return {};
-}
-
-Status Engine::TickRollout(Rollout& r) {
+Status Engine::TickRollout(Live& l, TickMode mode) {
+  TUG_TRY(Count(l));
+  Rollout& r = l.r;
   const Millis now = Now();
   const bool running = r.state == RolloutState::kRunning;
-  TUG_ASSIGN_OR_RETURN(auto devices, store_.ListDevices());
-  std::map<std::string, Device> dev_by_id;
-  for (auto& d : devices) dev_by_id[d.id] = std::move(d);
-  TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevices(r.id));
-  auto online = [&](const RolloutDevice& rd) {
-    auto it = dev_by_id.find(rd.device_id);
-    return it != dev_by_id.end() && it->second.online;
-  };
   const Rollout before = r;
 
-  if (running) {
-    std::map<std::string, bool> known;
-    for (const auto& rd : rows) known[rd.device_id] = true;
-    for (const auto& [id, d] : dev_by_id) {
-      if (known.count(id) || !Matches(r.spec, d)) continue;
-      RolloutDevice rd;
-      rd.rollout_id = r.id;
-      rd.device_id = id;
-      TUG_TRY(store_.PutRolloutDevice(rd));
-      rows.push_back(rd);
-    }
-  }
-
   // Timeouts run whatever the rollout state: devices left to finish after an abort or cancel still get an outcome.
-  const Millis timeout_ms = duration_cast<milliseconds>(r.spec.device_timeout).count();
-  for (auto& rd : rows) {
-    if (rd.state == DeviceJobState::kInProgress && rd.sent && now - rd.sent_at >= timeout_ms) {
-      if (online(rd)) {
+  if (mode.full && l.InState(DeviceJobState::kInProgress) > 0) {
+    const Millis timeout_ms = duration_cast<milliseconds>(r.spec.device_timeout).count();
+    TUG_ASSIGN_OR_RETURN(auto due, store_.ListInProgressSentBefore(r.id, now - timeout_ms));
+    for (auto& [rd, online] : due) {
+      const Slot was = SlotOf(rd);
+      if (online) {
         rd.state = DeviceJobState::kTimedOut;
         rd.error = "no terminal report within " + Seconds(r.spec.device_timeout);
       } else {
         rd.state = DeviceJobState::kUnreached;  // offline at its deadline: not its fault, not a failure
       }
-      TUG_TRY(store_.PutRolloutDevice(rd));
-    } else if (rd.state == DeviceJobState::kUnreached && rd.sent && online(rd) && running) {
-      // The retained desired is already on the broker; the device gets it on connect. Restart its clock.
-      rd.state = DeviceJobState::kInProgress;
-      rd.sent_at = now;
-      TUG_TRY(store_.PutRolloutDevice(rd));
+      TUG_TRY(SaveRow(l, rd, was));
     }
   }
-
-  if (r.rolled_back) {
-    // Devices that were still in progress when the fleet rollback went out and succeeded afterwards.
-    for (auto& rd : rows)
-      if (rd.state == DeviceJobState::kSucceeded && rd.rollback_job.empty()) TUG_TRY(SendRollback(r, rd));
+  // Unreached devices that are online again (reports handle a device coming back at once; this catches the rest,
+  // e.g. one that came back while the rollout was paused or the concurrency was full).
+  std::vector<RolloutDevice> comeback;  // never sent: their turn had come
+  if (mode.full && running && l.InState(DeviceJobState::kUnreached) > 0) {
+    TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevicesIn(r.id, DeviceJobState::kUnreached, true));
+    for (auto& rd : rows) {
+      if (!rd.sent) {
+        comeback.push_back(std::move(rd));
+        continue;
+      }
+      // The retained desired is already on the broker; the device gets it on connect. Restart its clock.
+      const Slot was = SlotOf(rd);
+      rd.state = DeviceJobState::kInProgress;
+      rd.sent_at = now;
+      TUG_TRY(SaveRow(l, rd, was));
+    }
   }
 
   if (running) {
     int64_t terminal = 0, failures = 0;
-    for (const auto& rd : rows) {
-      if (IsSuccess(rd.state)) ++terminal;
-      if (IsFailure(rd.state)) ++terminal, ++failures;
+    for (auto s : kSuccesses) terminal += l.InState(s);
+    for (auto s : kFailures) {
+      terminal += l.InState(s);
+      failures += l.InState(s);
     }
     if (terminal >= r.spec.min_devices && terminal > 0 &&
         static_cast<double>(failures) * 100.0 >= r.spec.failure_percent * static_cast<double>(terminal)) {
-      return AbortRollout(r, rows, std::to_string(failures) + " of " + std::to_string(terminal) +
-                                       " devices failed (abort at " + Pct(r.spec.failure_percent) + "%)");
+      return AbortRollout(l, std::to_string(failures) + " of " + std::to_string(terminal) +
+                                 " devices failed (abort at " + Pct(r.spec.failure_percent) + "%)");
     }
   }
 
   if (running) {
-    const int64_t fleet = static_cast<int64_t>(rows.size());
-    int64_t in_progress = 0;
-    for (const auto& rd : rows) in_progress += rd.state == DeviceJobState::kInProgress;
-    // Unreached devices that came back and never got the desired published: their turn had come.
-    for (auto& rd : rows) {
+    int64_t in_progress = l.InState(DeviceJobState::kInProgress);
+    int64_t budget = mode.budget;
+    int64_t sent = 0;
+    for (auto& rd : comeback) {
       if (in_progress >= r.spec.max_concurrency) break;
-      if (rd.state == DeviceJobState::kUnreached && !rd.sent && online(rd)) {
-        TUG_TRY(SendInstall(r, rd));
-        ++in_progress;
-      }
+      TUG_TRY(SendInstall(l, rd, SlotOf(rd)));
+      ++in_progress;
+      ++sent;
     }
     // Phase transitions can cascade within one tick (a phase with soak 0 finishing starts the next at once);
     // bounded by the number of phases.
@@ -437,48 +638,51 @@ Status Engine::TickRollout(Rollout& r) {
       const int i = r.current_phase;
       const PhaseSpec& ph = r.spec.phases[static_cast<size_t>(i)];
       if (r.phase_state == PhaseState::kActive || r.phase_state == PhaseState::kSoaking) {
+        const int64_t fleet = l.fleet;
         if (fleet == 0) break;  // nothing selected yet: wait for devices to join
         // Sending also runs while soaking: devices that joined late (the target grows with the fleet) are not
         // left behind by the phase they arrived in.
         const int64_t target = Target(ph, fleet);
         int64_t assigned = 0;
-        for (const auto& rd : rows)
-          assigned += rd.phase >= 0 && rd.state != DeviceJobState::kUnreached && rd.state != DeviceJobState::kPending;
-        while (assigned < target && in_progress < r.spec.max_concurrency) {
-          RolloutDevice* next = nullptr;
-          for (auto& rd : rows)
-            if (rd.state == DeviceJobState::kPending && online(rd)) {
-              next = &rd;
-              break;
-            }
-          if (next) {
-            next->phase = i;
-            TUG_TRY(SendInstall(r, *next));
+        for (int p = 0; p < static_cast<int>(l.counts.size()) - 1; ++p)
+          for (int s = 0; s < 8; ++s) {
+            const auto st = static_cast<DeviceJobState>(s);
+            if (st != DeviceJobState::kUnreached && st != DeviceJobState::kPending) assigned += l.At(p, st);
+          }
+        while (assigned < target && in_progress < r.spec.max_concurrency && budget > 0) {
+          // Online pending devices first, in id order.
+          const int64_t want = std::min({target - assigned, r.spec.max_concurrency - in_progress, budget});
+          TUG_ASSIGN_OR_RETURN(auto next, store_.ListRolloutDevicesIn(r.id, DeviceJobState::kPending, true, want));
+          for (auto& rd : next) {
+            const Slot was = SlotOf(rd);
+            rd.phase = i;
+            TUG_TRY(SendInstall(l, rd, was));
             ++assigned;
             ++in_progress;
-            continue;
+            --budget;
+            ++sent;
           }
-          for (auto& rd : rows)
-            if (rd.state == DeviceJobState::kPending) {
-              next = &rd;
-              break;
-            }
-          if (!next) break;
-          // Its turn came while offline: unreached, not counted towards the target; it gets the job when back.
-          next->phase = i;
-          next->state = DeviceJobState::kUnreached;
-          TUG_TRY(store_.PutRolloutDevice(*next));
+          if (static_cast<int64_t>(next.size()) == want) continue;
+          // No online pending device left: the offline ones' turn came while offline. Unreached, not counted
+          // towards the target; each gets the job when back.
+          TUG_ASSIGN_OR_RETURN(auto offline, store_.ListRolloutDevicesIn(r.id, DeviceJobState::kPending, std::nullopt,
+                                                                         budget));
+          if (offline.empty()) break;
+          for (auto& rd : offline) {
+            const Slot was = SlotOf(rd);
+            rd.phase = i;
+            rd.state = DeviceJobState::kUnreached;
+            TUG_TRY(SaveRow(l, rd, was));
+            --budget;
+          }
         }
-        bool pending_left = false, busy = false, unreached_here = false;
+        const bool pending_left = l.InState(DeviceJobState::kPending) > 0;
+        bool busy = false;
+        for (int p = -1; p <= i; ++p) busy |= l.At(p, DeviceJobState::kInProgress) > 0;
+        const bool unreached_here = l.At(i, DeviceJobState::kUnreached) > 0;
         int64_t ok = 0, bad = 0;
-        for (const auto& rd : rows) {
-          pending_left |= rd.state == DeviceJobState::kPending;
-          busy |= rd.state == DeviceJobState::kInProgress && rd.phase <= i;
-          if (rd.phase != i) continue;
-          unreached_here |= rd.state == DeviceJobState::kUnreached;
-          ok += IsSuccess(rd.state);
-          bad += IsFailure(rd.state);
-        }
+        for (auto s : kSuccesses) ok += l.At(i, s);
+        for (auto s : kFailures) bad += l.At(i, s);
         if (r.phase_state == PhaseState::kSoaking) {
           if (now < r.soak_until || busy) break;
           r.phase_state = PhaseState::kDone;
@@ -494,9 +698,9 @@ Status Engine::TickRollout(Rollout& r) {
         if ((assigned < target && pending_left) || busy) break;
         if (ok + bad == 0 && unreached_here) break;  // no evidence yet: wait for the unreached to come back
         if (ok + bad > 0 && static_cast<double>(ok) * 100.0 < ph.success_threshold * static_cast<double>(ok + bad)) {
-          return AbortRollout(r, rows, "phase " + std::to_string(i + 1) + ": " + std::to_string(ok) + " of " +
-                                           std::to_string(ok + bad) + " devices succeeded, below the " +
-                                           Pct(ph.success_threshold) + "% threshold");
+          return AbortRollout(l, "phase " + std::to_string(i + 1) + ": " + std::to_string(ok) + " of " +
+                                     std::to_string(ok + bad) + " devices succeeded, below the " +
+                                     Pct(ph.success_threshold) + "% threshold");
         }
         r.phase_state = PhaseState::kSoaking;
         r.soak_until = now + duration_cast<milliseconds>(ph.soak).count();
@@ -504,6 +708,10 @@ Status Engine::TickRollout(Rollout& r) {
       }
       break;
     }
+    // One line per decision rather than per device (a 10,000-device rollout would log 10,000 lines).
+    if (sent > 0)
+      spdlog::info("rollout {}: sent release {} to {} more device(s), {} in progress (phase {})", r.id,
+                   r.spec.release, sent, in_progress, r.current_phase + 1);
   }
   if (r.state != before.state || r.current_phase != before.current_phase || r.phase_state != before.phase_state ||
       r.soak_until != before.soak_until)
@@ -519,12 +727,17 @@ Result<std::string> Engine::CreateRollout(const RolloutSpec& spec) {
     TUG_ASSIGN_OR_RETURN(auto rel, store_.GetRelease(spec.release));
     if (!rel) return MakeError(Errc::kNotFound, "release: version " + std::to_string(spec.release) + " is not registered");
     TUG_ASSIGN_OR_RETURN(id, store_.NextRolloutId());
-    Rollout r;
-    r.id = id;
-    r.spec = spec;
-    r.created_at = Now();
-    TUG_TRY(store_.PutRollout(r));
-    return TickAll();
+    Live l;
+    l.r.id = id;
+    l.r.spec = spec;
+    l.r.created_at = Now();
+    l.counted = true;  // no rows yet
+    l.counts.assign(spec.phases.size() + 1, std::array<int64_t, 8>{});
+    TUG_TRY(store_.PutRollout(l.r));
+    order_.push_back(id);
+    Live& live = live_.emplace(id, std::move(l)).first->second;
+    TUG_TRY(JoinAll(live));
+    return TickRollout(live, TickMode{.full = true, .budget = options_.tick_send_batch});
   });
   if (!st) return tl::unexpected(st.error());
   return id;
@@ -538,66 +751,80 @@ tl::unexpected<Error> Conflict(const Rollout& r, const std::string& what) {
 
 Status Engine::Pause(const std::string& id) {
   return InTx([&]() -> Status {
-    TUG_ASSIGN_OR_RETURN(auto r, store_.GetRollout(id));
-    if (!r) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
-    if (r->state != RolloutState::kRunning) return Conflict(*r, "pause");
-    r->state = RolloutState::kPaused;
-    return store_.PutRollout(*r);
+    TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
+    if (!l) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
+    if (l->r.state != RolloutState::kRunning) return Conflict(l->r, "pause");
+    l->r.state = RolloutState::kPaused;
+    return store_.PutRollout(l->r);
   });
 }
 
 Status Engine::Resume(const std::string& id) {
   return InTx([&]() -> Status {
-    TUG_ASSIGN_OR_RETURN(auto r, store_.GetRollout(id));
-    if (!r) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
-    if (r->state != RolloutState::kPaused) return Conflict(*r, "resume");
-    r->state = RolloutState::kRunning;
-    TUG_TRY(store_.PutRollout(*r));
-    return TickAll();
+    TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
+    if (!l) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
+    if (l->r.state != RolloutState::kPaused) return Conflict(l->r, "resume");
+    l->r.state = RolloutState::kRunning;
+    TUG_TRY(store_.PutRollout(l->r));
+    TUG_TRY(JoinAll(*l));  // devices that started to match while it was paused
+    return TickRollout(*l, TickMode{.full = true, .budget = options_.tick_send_batch});
   });
+}
+
+// Pending and never-sent unreached devices of a stopped rollout never get it.
+static Status CancelUnsent(Store& store, const std::string& id, std::vector<RolloutDevice>& out) {
+  TUG_ASSIGN_OR_RETURN(auto pending, store.ListRolloutDevicesIn(id, DeviceJobState::kPending));
+  TUG_ASSIGN_OR_RETURN(auto unreached, store.ListRolloutDevicesIn(id, DeviceJobState::kUnreached));
+  for (auto& rd : pending) out.push_back(std::move(rd));
+  for (auto& rd : unreached)
+    if (!rd.sent) out.push_back(std::move(rd));
+  return {};
 }
 
 Status Engine::Cancel(const std::string& id) {
   return InTx([&]() -> Status {
-    TUG_ASSIGN_OR_RETURN(auto r, store_.GetRollout(id));
-    if (!r) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
-    if (r->state != RolloutState::kRunning && r->state != RolloutState::kPaused) return Conflict(*r, "cancel");
-    r->state = RolloutState::kCancelled;
-    TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevices(id));
+    TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
+    if (!l) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
+    if (l->r.state != RolloutState::kRunning && l->r.state != RolloutState::kPaused) return Conflict(l->r, "cancel");
+    l->r.state = RolloutState::kCancelled;
+    // Devices already holding the desired keep it (in progress is left to finish); the rest never get it.
+    std::vector<RolloutDevice> rows;
+    TUG_TRY(CancelUnsent(store_, id, rows));
     for (auto& rd : rows) {
-      // Devices already holding the desired keep it (in progress is left to finish); the rest never get it.
-      if (rd.state == DeviceJobState::kPending || (rd.state == DeviceJobState::kUnreached && !rd.sent)) {
-        rd.state = DeviceJobState::kCancelled;
-        TUG_TRY(store_.PutRolloutDevice(rd));
-      }
+      const Slot was = SlotOf(rd);
+      rd.state = DeviceJobState::kCancelled;
+      TUG_TRY(SaveRow(*l, rd, was));
     }
-    return store_.PutRollout(*r);
+    return store_.PutRollout(l->r);
   });
 }
 
 Result<int> Engine::Rollback(const std::string& id) {
   int sent = 0;
   auto st = InTx([&]() -> Status {
-    TUG_ASSIGN_OR_RETURN(auto r, store_.GetRollout(id));
-    if (!r) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
-    if (r->rolled_back) return MakeError(Errc::kAlreadyExists, "rollout " + id + " was already rolled back");
-    TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevices(id));
-    if (r->state == RolloutState::kRunning || r->state == RolloutState::kPaused) {
-      r->state = RolloutState::kCancelled;
-      r->abort_reason = "rolled back by the operator";
-      for (auto& rd : rows)
-        if (rd.state == DeviceJobState::kPending || (rd.state == DeviceJobState::kUnreached && !rd.sent)) {
-          rd.state = DeviceJobState::kCancelled;
-          TUG_TRY(store_.PutRolloutDevice(rd));
-        }
+    TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
+    if (!l) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
+    Rollout& r = l->r;
+    if (r.rolled_back) return MakeError(Errc::kAlreadyExists, "rollout " + id + " was already rolled back");
+    if (r.state == RolloutState::kRunning || r.state == RolloutState::kPaused) {
+      r.state = RolloutState::kCancelled;
+      r.abort_reason = "rolled back by the operator";
+      std::vector<RolloutDevice> rows;
+      TUG_TRY(CancelUnsent(store_, id, rows));
+      for (auto& rd : rows) {
+        const Slot was = SlotOf(rd);
+        rd.state = DeviceJobState::kCancelled;
+        TUG_TRY(SaveRow(*l, rd, was));
+      }
     }
-    r->rolled_back = true;
-    for (auto& rd : rows)
-      if (rd.state == DeviceJobState::kSucceeded && rd.rollback_job.empty()) {
-        TUG_TRY(SendRollback(*r, rd));
+    r.rolled_back = true;
+    TUG_ASSIGN_OR_RETURN(auto succeeded, store_.ListRolloutDevicesIn(id, DeviceJobState::kSucceeded));
+    for (auto& rd : succeeded)
+      if (rd.rollback_job.empty()) {
+        TUG_TRY(SendRollback(*l, rd));
         ++sent;
       }
-    return store_.PutRollout(*r);
+    return store_.PutRollout(r);
   });
   if (!st) return tl::unexpected(st.error());
   return sent;
@@ -605,12 +832,12 @@ Result<int> Engine::Rollback(const std::string& id) {
 
 Status Engine::CancelDevice(const std::string& id, const std::string& device_id) {
   return InTx([&]() -> Status {
-    TUG_ASSIGN_OR_RETURN(auto r, store_.GetRollout(id));
-    if (!r) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
-    TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevices(id));
-    auto it = std::find_if(rows.begin(), rows.end(), [&](const RolloutDevice& rd) { return rd.device_id == device_id; });
-    if (it == rows.end()) return MakeError(Errc::kNotFound, "device " + device_id + " is not part of rollout " + id);
-    RolloutDevice& rd = *it;
+    TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
+    if (!l) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
+    TUG_ASSIGN_OR_RETURN(auto row, store_.GetRolloutDevice(id, device_id));
+    if (!row) return MakeError(Errc::kNotFound, "device " + device_id + " is not part of rollout " + id);
+    RolloutDevice rd = *row;
+    const Slot was = SlotOf(rd);
     if (rd.state != DeviceJobState::kPending && rd.state != DeviceJobState::kInProgress &&
         rd.state != DeviceJobState::kUnreached)
       return MakeError(Errc::kAlreadyExists,
@@ -629,16 +856,36 @@ Status Engine::CancelDevice(const std::string& id, const std::string& device_id)
     }
     rd.state = DeviceJobState::kCancelled;
     rd.error = "cancelled by the operator";
-    return store_.PutRolloutDevice(rd);
+    return SaveRow(*l, rd, was);
   });
 }
 
+Result<Device> Engine::SetOperatorLabels(const std::string& device_id, const Labels& labels) {
+  Device out;
+  auto st = InTx([&]() -> Status {
+    TUG_ASSIGN_OR_RETURN(auto dev, store_.GetDevice(device_id));
+    if (!dev) return MakeError(Errc::kNotFound, "device " + device_id + " not found");
+    out = *dev;
+    out.operator_labels = labels;
+    TUG_TRY(store_.PutDevice(out));
+    // Relabelling can make the device match a running rollout's selector.
+    std::set<std::string> touched;
+    TUG_TRY(Join(out, touched));
+    for (const auto& id : touched) {
+      TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
+      if (l) TUG_TRY(TickRollout(*l, TickMode{.full = false, .budget = options_.report_send_batch}));
+    }
+    return {};
+  });
+  if (!st) return tl::unexpected(st.error());
+  return out;
+}
+
 Status Engine::RepublishDesired() {
-  TUG_ASSIGN_OR_RETURN(auto devices, store_.ListDevices());
-  for (const auto& d : devices) {
-    if (d.desired.empty() || d.applied_v >= d.desired_v) continue;
-    if (auto p = publisher_.Publish(DeviceTopic(d.id, "desired"), d.desired, true); !p) {
-      spdlog::warn("re-publishing desired of {}: {}", d.id, p.error().Message());
+  TUG_ASSIGN_OR_RETURN(auto unapplied, store_.ListUnappliedDesired());
+  for (const auto& [id, desired] : unapplied) {
+    if (auto p = publisher_.Publish(DeviceTopic(id, "desired"), desired, true); !p) {
+      spdlog::warn("re-publishing desired of {}: {}", id, p.error().Message());
       republish_needed_ = true;  // try the rest on a later tick
       break;
     }

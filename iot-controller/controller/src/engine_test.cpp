@@ -39,9 +39,9 @@ class RecordingPublisher : public Publisher {
 };
 
 struct Fixture {
-  explicit Fixture(const std::string& db = ":memory:")
+  explicit Fixture(const std::string& db = ":memory:", EngineOptions options = {})
       : store(std::move(*Store::Open(db))), clock(core::TimePoint(std::chrono::seconds(1'800'000'000))),
-        engine(*store, pub, clock) {
+        engine(*store, pub, clock, options) {
     Release r{.version = 5, .name = "sensor 5", .repository = "reg/acme/sensor", .digest = "sha256:aa",
               .expires_at = "2030-01-01T00:00:00Z", .envelope = R"({"payloadType":"x","payload":"","signatures":[]})",
               .created_at = 0};
@@ -72,6 +72,10 @@ struct Fixture {
     return *id;
   }
   json Report(const std::string& id) {
+    // Every look at a rollout also checks that the engine's in-memory counters match the Store.
+    auto c = engine.CheckCounters();
+    INFO((c ? std::string() : c.error().Message()));
+    REQUIRE(c);
     auto r = engine.RolloutReport(id);
     REQUIRE(r);
     return *r;
@@ -82,6 +86,13 @@ struct Fixture {
       if (d["id"] == dev) return d["state"];
     return "absent";
   }
+  static json StatusJson(const std::string& dev, const std::string& state, uint64_t seq, json error = nullptr) {
+    return json{{"state", state}, {"seq", seq}, {"boot_id", "b-" + dev}, {"error", error}};
+  }
+  static DeviceReport JobReport(const std::string& dev, const std::string& job, const json& status) {
+    return DeviceReport{.kind = DeviceReport::Kind::kJobStatus, .device_id = dev, .job = job, .payload = status.dump()};
+  }
+  size_t DesiredTo(const std::string& dev) const { return pub.Desired(dev).size(); }
   void Advance(int seconds) {
     clock.Advance(std::chrono::seconds(seconds));
     REQUIRE(engine.Tick());
@@ -96,7 +107,7 @@ struct Fixture {
 
 }  // namespace
 
-TEST_CASE("the store creates its schema through migration 1 and reopens without re-running it") {
+TEST_CASE("the store creates its schema through the latest migration and reopens without re-running it") {
   tug::testsupport::TempDir dir;
   {
     auto s = Store::Open(dir.Sub("c.db"));
@@ -108,7 +119,8 @@ TEST_CASE("the store creates its schema through migration 1 and reopens without 
   }
   auto s = Store::Open(dir.Sub("c.db"));
   REQUIRE(s);
-  REQUIRE(*(*s)->SchemaVersion() == 1);
+  REQUIRE(*(*s)->SchemaVersion() == LatestSchemaVersion());
+  REQUIRE(LatestSchemaVersion() == 2);
   REQUIRE((*(*s)->GetDevice("d1")).has_value());
 }
 
@@ -353,4 +365,162 @@ TEST_CASE("pause stops new sends, resume continues, cancel and device cancel ref
   CHECK(*n == 1);
   CHECK(f.pub.Desired("d1").back()["action"] == "rollback");
   CHECK(f.engine.Rollback(id).error().Is(Errc::kAlreadyExists));
+}
+
+TEST_CASE("a batch of reports applies in one call with duplicates counted once") {
+  Fixture f;
+  for (auto id : {"d1", "d2", "d3"}) f.Online(id);
+  auto id = f.Create(json{{"release", 5}, {"max_retries", 0}, {"abort", {{"failure_percent", 100}}},
+                          {"phases", {{{"count", 2}}, {{"percent", 100}}}}});
+  CHECK(f.pub.DesiredCount() == 2);
+  const std::string j1 = f.Job("d1"), j2 = f.Job("d2");
+  const uint64_t ignored0 = f.engine.counters().reports_ignored;
+  std::vector<DeviceReport> batch = {
+      Fixture::JobReport("d1", j1, f.StatusJson("d1", "DOWNLOADING", 1)),
+      Fixture::JobReport("d1", j1, f.StatusJson("d1", "SUCCEEDED", 7)),
+      Fixture::JobReport("d1", j1, f.StatusJson("d1", "SUCCEEDED", 7)),  // duplicate in the same batch
+      // The state that carries the same terminal journal entry: the same report again.
+      DeviceReport{.kind = DeviceReport::Kind::kState, .device_id = "d1", .job = "",
+                   .payload = json{{"boot_id", "b-d1"}, {"seq", 10},
+                                   {"labels", {{"site", "a"}}},
+                                   {"job", {{"id", j1}, {"phase", "SUCCEEDED"}, {"seq", 7}}}}.dump()},
+      Fixture::JobReport("d1", j1, f.StatusJson("d1", "FAILED", 8)),  // after a terminal outcome: sticky
+      Fixture::JobReport("d2", j2, f.StatusJson("d2", "SUCCEEDED", 7)),
+      DeviceReport{.kind = DeviceReport::Kind::kJobStatus, .device_id = "d3", .job = "x", .payload = "not json"},
+  };
+  REQUIRE(f.engine.OnReports(batch));
+  CHECK(f.engine.counters().reports_ignored - ignored0 == 3);
+  auto rep = f.Report(id);
+  CHECK(rep["counts"]["succeeded"] == 2);
+  CHECK(rep["counts"]["failed"] == 0);
+  // Phase 1 completed inside the batch: phase 2 sent d3 at once.
+  CHECK(rep["current_phase"] == 1);
+  CHECK(f.DesiredTo("d3") == 1);
+  // The same batch again changes nothing.
+  REQUIRE(f.engine.OnReports(batch));
+  CHECK(f.Report(id)["counts"]["succeeded"] == 2);
+  CHECK(f.pub.DesiredCount() == 3);
+}
+
+TEST_CASE("the tick sends in batches of tick_send_batch and a freed slot sends at most report_send_batch") {
+  Fixture f(":memory:", EngineOptions{.tick_send_batch = 3, .report_send_batch = 1});
+  for (int i = 1; i <= 10; ++i) f.Online("d" + std::to_string(i < 10 ? i : 0) + (i == 10 ? "x" : ""));
+  auto id = f.Create(json{{"release", 5}, {"max_concurrency", 100}});
+  CHECK(f.pub.DesiredCount() == 3);  // creation sends one batch
+  f.Advance(1);
+  CHECK(f.pub.DesiredCount() == 6);
+  // A terminal report frees a slot (the concurrency is not the limit here, the batch is): one more.
+  f.Report("d1", "SUCCEEDED", 5);
+  CHECK(f.pub.DesiredCount() == 7);
+  f.Report("d2", "DOWNLOADING", 1);  // not a change of outcome: nothing more
+  CHECK(f.pub.DesiredCount() == 7);
+  f.Advance(1);
+  CHECK(f.pub.DesiredCount() == 10);
+  auto rep = f.Report(id);
+  CHECK(rep["counts"]["in_progress"] == 9);
+  CHECK(rep["counts"]["pending"] == 0);
+}
+
+TEST_CASE("offline pending devices become unreached in batches and the phase waits for all of them") {
+  Fixture f(":memory:", EngineOptions{.tick_send_batch = 2, .report_send_batch = 1});
+  for (auto id : {"d1", "d2", "d3", "d4", "d5"}) f.Online(id);
+  for (auto id : {"d2", "d3", "d4", "d5"}) f.Offline(id);
+  auto id = f.Create(json{{"release", 5}, {"phases", {{{"percent", 100}, {"soak", "0s"}}}}});
+  CHECK(f.pub.DesiredCount() == 1);  // d1; one of the budget left marks d2
+  CHECK(f.DeviceState(id, "d2") == "unreached");
+  CHECK(f.DeviceState(id, "d3") == "pending");
+  f.Report("d1", "SUCCEEDED", 5);  // the phase cannot end: devices are still pending
+  CHECK(f.Report(id)["state"] == "running");
+  f.Advance(1);
+  f.Advance(1);
+  CHECK(f.DeviceState(id, "d5") == "unreached");
+  // Every device had its turn and one succeeded: the phase and the rollout are done; the unreached never failed.
+  CHECK(f.Report(id)["state"] == "succeeded");
+  CHECK(f.Report(id)["counts"]["unreached"] == 4);
+}
+
+TEST_CASE("a device that comes back while the concurrency is full is sent on a later tick") {
+  Fixture f;
+  for (auto id : {"d1", "d2", "d3"}) f.Online(id);
+  f.Offline("d3");
+  auto id = f.Create(json{{"release", 5}, {"max_concurrency", 1}, {"phases", {{{"percent", 100}, {"soak", "1h"}}}}});
+  CHECK(f.DesiredTo("d1") == 1);
+  f.Report("d1", "SUCCEEDED", 5);
+  CHECK(f.DesiredTo("d2") == 1);
+  f.Report("d2", "SUCCEEDED", 5);
+  CHECK(f.DeviceState(id, "d3") == "unreached");  // its turn came while offline
+  CHECK(f.Report(id)["phases"][0]["state"] == "soaking");
+  f.Online("d4");  // joins during the soak and takes the only slot
+  CHECK(f.DesiredTo("d4") == 1);
+  f.Online("d3");
+  CHECK(f.DeviceState(id, "d3") == "unreached");
+  CHECK(f.DesiredTo("d3") == 0);
+  f.Report("d4", "SUCCEEDED", 5);
+  f.Advance(1);
+  CHECK(f.DesiredTo("d3") == 1);
+  CHECK(f.DeviceState(id, "d3") == "in_progress");
+  f.Report("d3", "SUCCEEDED", 5);
+  f.Advance(3600);
+  CHECK(f.Report(id)["state"] == "succeeded");
+  CHECK(f.Report(id)["counts"]["succeeded"] == 4);
+}
+
+TEST_CASE("after a restart the counters come from the store: the abort rule fires at the same report") {
+  tug::testsupport::TempDir dir;
+  const std::string db = dir.Sub("ctrl.db");
+  std::string id;
+  json spec{{"release", 5}, {"max_retries", 0}, {"auto_rollback", true},
+            {"abort", {{"failure_percent", 50}, {"min_devices", 4}}}};
+  json fail{{"code", "x"}, {"retryable", false}, {"message", "m"}};
+  {
+    Fixture f(db);
+    for (auto d : {"d1", "d2", "d3", "d4", "d5"}) f.Online(d);
+    id = f.Create(spec);
+    f.Report("d1", "SUCCEEDED", 5);
+    f.Report("d2", "FAILED", 5, fail);
+    CHECK(f.Report(id)["state"] == "running");
+  }  // killed
+  Fixture f(db);
+  REQUIRE(f.engine.OnJobStatus("d3", "r-1.d3.1", f.StatusJson("d3", "FAILED", 5, fail).dump()));
+  CHECK(f.Report(id)["state"] == "running");  // 2 of 3 terminal failed, but fewer than min_devices
+  // A replay of a report the previous process already counted changes nothing.
+  REQUIRE(f.engine.OnJobStatus("d2", "r-1.d2.1", f.StatusJson("d2", "FAILED", 5, fail).dump()));
+  CHECK(f.Report(id)["state"] == "running");
+  REQUIRE(f.engine.OnJobStatus("d4", "r-1.d4.1", f.StatusJson("d4", "SUCCEEDED", 5).dump()));
+  auto rep = f.Report(id);
+  CHECK(rep["state"] == "aborted");
+  CHECK(rep["abort_reason"].get<std::string>().find("2 of 4") != std::string::npos);
+  // Both successes (one counted before the restart) get the fleet rollback.
+  CHECK(f.pub.Desired("d1").back()["action"] == "rollback");
+  CHECK(f.pub.Desired("d4").back()["action"] == "rollback");
+  REQUIRE(f.engine.OnJobStatus("d5", "r-1.d5.1", f.StatusJson("d5", "SUCCEEDED", 5).dump()));
+  CHECK(f.pub.Desired("d5").back()["action"] == "rollback");  // late success after the abort
+  CHECK(f.Report(id)["counts"]["succeeded"] == 3);
+}
+
+TEST_CASE("relabelled devices join running rollouts, also when the relabel outlived a restart") {
+  tug::testsupport::TempDir dir;
+  const std::string db = dir.Sub("ctrl.db");
+  std::string id;
+  {
+    Fixture f(db);
+    f.Online("d1", {{"site", "a"}});
+    f.Online("d2", {{"site", "b"}});
+    f.Online("d3", {{"site", "b"}});
+    id = f.Create(json{{"release", 5}, {"selector", {{"labels", {{"site", "a"}}}}}});
+    CHECK(f.DeviceState(id, "d2") == "absent");
+    auto d = f.engine.SetOperatorLabels("d2", {{"site", "a"}});
+    REQUIRE(d);
+    CHECK(d->operator_labels.at("site") == "a");
+    CHECK(f.DeviceState(id, "d2") == "in_progress");
+    CHECK(f.engine.SetOperatorLabels("nope", {}).error().Is(Errc::kNotFound));
+    // A relabel written to the store by a controller that died before applying it.
+    auto d3 = *f.store->GetDevice("d3");
+    d3->operator_labels = {{"site", "a"}};
+    REQUIRE(f.store->PutDevice(*d3));
+  }
+  Fixture f(db);
+  CHECK(f.DeviceState(id, "d3") == "absent");
+  REQUIRE(f.engine.Tick());  // the first tick joins what matches
+  CHECK(f.DeviceState(id, "d3") == "in_progress");
 }

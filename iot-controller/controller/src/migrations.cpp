@@ -79,6 +79,12 @@ CREATE TABLE job_reports (
   PRIMARY KEY (device_id, job, boot_id)
 );
 )sql",
+      // 2: the engine selects rollout rows by (rollout, state): pending devices in id order to send, unreached ones,
+      // in-progress ones by when their timeout clock started. Without these every such query scanned the rollout.
+      R"sql(
+CREATE INDEX rollout_devices_state ON rollout_devices (rollout_id, state, device_id);
+CREATE INDEX rollout_devices_sent_at ON rollout_devices (rollout_id, state, sent_at);
+)sql",
   };
   return m;
 }

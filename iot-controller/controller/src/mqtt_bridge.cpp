@@ -2,6 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
+
+#include <algorithm>
+#include <iterator>
 #include <random>
 
 namespace tug::controller {
@@ -24,11 +28,18 @@ std::string RandomSuffix() {
 }  // namespace
 
 MqttBridge::MqttBridge(boost::asio::io_context& io, MqttConfig cfg, Metrics& metrics)
-    : io_(io), cfg_(std::move(cfg)), metrics_(metrics), snapshot_timer_(io) {
+    : io_(io), cfg_(std::move(cfg)), metrics_(metrics), snapshot_timer_(io), batch_timer_(io) {
   if (cfg_.client_id.empty()) cfg_.client_id = "controller-" + RandomSuffix();
 }
 
-MqttBridge::~MqttBridge() { Stop(); }
+MqttBridge::~MqttBridge() {
+  // Not Stop(): the engine may already be gone; reports still queued are dropped (QoS 1 redelivery does not apply
+  // to them, as to a report lost in a crash: the retained state and timeouts cover it).
+  snapshot_timer_.cancel();
+  batch_timer_.cancel();
+  if (client_) client_->Stop();
+  metrics_.mqtt_connected = false;
+}
 
 Status MqttBridge::Start() {
   if (!engine_) return MakeError(Errc::kInternal, "mqtt bridge started without an engine");
@@ -73,6 +84,9 @@ Status MqttBridge::Start() {
 
 void MqttBridge::Stop() {
   snapshot_timer_.cancel();
+  batch_timer_.cancel();
+  timer_armed_ = false;
+  while (!queue_.empty() && engine_) Flush();
   if (client_) client_->Stop();
   metrics_.mqtt_connected = false;
 }
@@ -101,20 +115,56 @@ void MqttBridge::OnMessage(const mqtt::Message& m) {
   const std::string id = rest.substr(0, slash);
   const std::string leaf = rest.substr(slash + 1);
   if (m.payload.empty()) return;  // a cleared retained message
-  Status st;
+  DeviceReport r;
+  r.device_id = id;
   if (leaf == "presence") {
-    st = engine_->OnPresence(id, m.payload);
+    r.kind = DeviceReport::Kind::kPresence;
   } else if (leaf == "state") {
-    st = engine_->OnState(id, m.payload);
+    r.kind = DeviceReport::Kind::kState;
   } else if (leaf.rfind("jobs/", 0) == 0 && leaf.size() > 12 && leaf.compare(leaf.size() - 7, 7, "/status") == 0) {
-    st = engine_->OnJobStatus(id, leaf.substr(5, leaf.size() - 5 - 7), m.payload);
+    r.kind = DeviceReport::Kind::kJobStatus;
+    r.job = leaf.substr(5, leaf.size() - 5 - 7);
   } else {
     return;  // progress and anything else: not used for outcomes
   }
-  if (!st) {
-    ++metrics_.mqtt_messages_invalid;
-    spdlog::error("processing {}: {}", m.topic, st.error().Message());
+  r.payload = m.payload;
+  queue_.push_back(std::move(r));
+  ScheduleFlush(queue_.size() >= cfg_.batch_max);
+}
+
+void MqttBridge::ScheduleFlush(bool now) {
+  if (now) {
+    if (post_pending_) return;
+    post_pending_ = true;
+    boost::asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
+      if (alive.expired()) return;
+      post_pending_ = false;
+      Flush();
+    });
+    return;
   }
+  if (timer_armed_) return;
+  timer_armed_ = true;
+  batch_timer_.expires_after(cfg_.batch_window);
+  batch_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;  // cancelled by Stop() or the destructor: `this` may be gone
+    timer_armed_ = false;
+    Flush();
+  });
+}
+
+void MqttBridge::Flush() {
+  if (queue_.empty() || !engine_) return;
+  const size_t n = std::min(queue_.size(), cfg_.batch_max);
+  std::vector<DeviceReport> batch(std::make_move_iterator(queue_.begin()),
+                                  std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(n)));
+  queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  if (auto st = engine_->OnReports(batch); !st) {
+    ++metrics_.mqtt_messages_invalid;
+    spdlog::error("processing {} report(s): {}", batch.size(), st.error().Message());
+  }
+  // More arrived meanwhile (or the batch was capped): they go next, after other handlers (HTTP, the tick) had a turn.
+  if (!queue_.empty()) ScheduleFlush(queue_.size() >= cfg_.batch_max);
 }
 
 }  // namespace tug::controller

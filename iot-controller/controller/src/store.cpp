@@ -2,19 +2,77 @@
 
 #include <sqlite3.h>
 
+#include <unordered_map>
+
 namespace tug::controller {
 
 using nlohmann::json;
 
 namespace {
 
-// A prepared statement with positional binds; finalized on scope exit so no error path leaks it.
+}  // namespace
+
+// Prepared statements are kept per SQL text and reused (reset after each use): preparing costs more than running
+// most of the engine's one-row statements. A statement already in use (a nested query with the same text) gets a
+// private one.
+class StmtCache {
+ public:
+  explicit StmtCache(sqlite3* db) : db_(db) {}
+  ~StmtCache() {
+    for (auto& [sql, e] : cache_) sqlite3_finalize(e.st);
+  }
+  sqlite3_stmt* Acquire(const char* sql, bool* cached) {
+    auto it = cache_.find(sql);
+    if (it != cache_.end() && !it->second.in_use) {
+      it->second.in_use = true;
+      *cached = true;
+      return it->second.st;
+    }
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, sql, -1, &st, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(st);
+      return nullptr;
+    }
+    if (it == cache_.end()) {
+      cache_.emplace(sql, Entry{st, true});
+      *cached = true;
+    } else {
+      *cached = false;
+    }
+    return st;
+  }
+  void Release(const char* sql, sqlite3_stmt* st, bool cached) {
+    if (!cached) {
+      sqlite3_finalize(st);
+      return;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    auto it = cache_.find(sql);
+    if (it != cache_.end()) it->second.in_use = false;
+  }
+
+ private:
+  struct Entry {
+    sqlite3_stmt* st;
+    bool in_use;
+  };
+  sqlite3* db_;
+  std::unordered_map<std::string, Entry> cache_;
+};
+
+namespace {
+
+// A prepared statement with positional binds, borrowed from the Store's cache and given back (reset) on scope
+// exit so no error path leaks it.
 class Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK) st_ = nullptr;
+  Stmt(StmtCache& cache, sqlite3* db, const std::string& sql) : cache_(cache), db_(db), sql_(sql) {
+    st_ = cache_.Acquire(sql_.c_str(), &cached_);
   }
-  ~Stmt() { sqlite3_finalize(st_); }
+  ~Stmt() {
+    if (st_) cache_.Release(sql_.c_str(), st_, cached_);
+  }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
@@ -45,10 +103,15 @@ class Stmt {
              : std::string();
   }
   int64_t Int(int col) const { return sqlite3_column_int64(st_, col); }
+  // Rows changed by the last Run of an INSERT/UPDATE/DELETE.
+  int Changes() const { return sqlite3_changes(db_); }
 
  private:
+  StmtCache& cache_;
   sqlite3* db_;
+  std::string sql_;
   sqlite3_stmt* st_ = nullptr;
+  bool cached_ = false;
   int idx_ = 0;
 };
 
@@ -164,10 +227,15 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   return s;
 }
 
-Store::~Store() { sqlite3_close(db_); }
+Store::Store(sqlite3* db) : db_(db), cache_(std::make_unique<StmtCache>(db)) {}
+
+Store::~Store() {
+  cache_.reset();  // finalize the cached statements first: sqlite3_close refuses while any is alive
+  sqlite3_close(db_);
+}
 
 Result<int> Store::SchemaVersion() {
-  Stmt s(db_, "SELECT COALESCE(MAX(version), 0) FROM schema_version");
+  Stmt s(*cache_, db_, "SELECT COALESCE(MAX(version), 0) FROM schema_version");
   TUG_ASSIGN_OR_RETURN(bool row, s.Step());
   return row ? static_cast<int>(s.Int(0)) : 0;
 }
@@ -194,7 +262,7 @@ void Store::Rollback() {
 }
 
 Result<std::optional<Device>> Store::GetDevice(const std::string& id) {
-  Stmt s(db_, (std::string("SELECT ") + kDeviceCols + " FROM devices WHERE id = ?").c_str());
+  Stmt s(*cache_, db_, (std::string("SELECT ") + kDeviceCols + " FROM devices WHERE id = ?"));
   s.Bind(id);
   TUG_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::optional<Device>();
@@ -202,7 +270,7 @@ Result<std::optional<Device>> Store::GetDevice(const std::string& id) {
 }
 
 Result<std::vector<Device>> Store::ListDevices() {
-  Stmt s(db_, (std::string("SELECT ") + kDeviceCols + " FROM devices ORDER BY id").c_str());
+  Stmt s(*cache_, db_, (std::string("SELECT ") + kDeviceCols + " FROM devices ORDER BY id"));
   std::vector<Device> out;
   for (;;) {
     TUG_ASSIGN_OR_RETURN(bool row, s.Step());
@@ -213,9 +281,8 @@ Result<std::vector<Device>> Store::ListDevices() {
 }
 
 Status Store::PutDevice(const Device& d) {
-  Stmt s(db_, (std::string("INSERT OR REPLACE INTO devices (") + kDeviceCols +
-               ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-                  .c_str());
+  Stmt s(*cache_, db_, (std::string("INSERT OR REPLACE INTO devices (") + kDeviceCols +
+               ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"));
   s.Bind(d.id)
       .Bind(json(d.reported_labels).dump())
       .Bind(json(d.operator_labels).dump())
@@ -237,7 +304,7 @@ Status Store::PutDevice(const Device& d) {
 }
 
 Result<std::optional<Release>> Store::GetRelease(uint64_t version) {
-  Stmt s(db_, "SELECT version, name, repository, digest, expires_at, envelope, created_at FROM releases WHERE version = ?");
+  Stmt s(*cache_, db_, "SELECT version, name, repository, digest, expires_at, envelope, created_at FROM releases WHERE version = ?");
   s.Bind(static_cast<int64_t>(version));
   TUG_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::optional<Release>();
@@ -251,7 +318,7 @@ Result<std::optional<Release>> Store::GetRelease(uint64_t version) {
 }
 
 Result<std::vector<Release>> Store::ListReleases() {
-  Stmt s(db_, "SELECT version, name, repository, digest, expires_at, envelope, created_at FROM releases ORDER BY version");
+  Stmt s(*cache_, db_, "SELECT version, name, repository, digest, expires_at, envelope, created_at FROM releases ORDER BY version");
   std::vector<Release> out;
   for (;;) {
     TUG_ASSIGN_OR_RETURN(bool row, s.Step());
@@ -268,7 +335,7 @@ Result<std::vector<Release>> Store::ListReleases() {
 }
 
 Status Store::PutRelease(const Release& r) {
-  Stmt s(db_, "INSERT OR REPLACE INTO releases (version, name, repository, digest, expires_at, envelope, created_at) "
+  Stmt s(*cache_, db_, "INSERT OR REPLACE INTO releases (version, name, repository, digest, expires_at, envelope, created_at) "
               "VALUES (?,?,?,?,?,?,?)");
   s.Bind(static_cast<int64_t>(r.version)).Bind(r.name).Bind(r.repository).Bind(r.digest).Bind(r.expires_at);
   s.Bind(r.envelope).Bind(r.created_at);
@@ -278,13 +345,13 @@ Status Store::PutRelease(const Release& r) {
 Result<std::string> Store::NextRolloutId() {
   // Rollouts are never deleted, so the highest existing number gives gapless ids that are never reused.
   // (sqlite_sequence is not usable here: every INSERT ... ON CONFLICT DO UPDATE of a rollout bumps it.)
-  Stmt s(db_, "SELECT COALESCE(MAX(CAST(SUBSTR(id, 3) AS INTEGER)), 0) FROM rollouts WHERE id LIKE 'r-%'");
+  Stmt s(*cache_, db_, "SELECT COALESCE(MAX(CAST(SUBSTR(id, 3) AS INTEGER)), 0) FROM rollouts WHERE id LIKE 'r-%'");
   TUG_ASSIGN_OR_RETURN(bool row, s.Step());
   return "r-" + std::to_string((row ? s.Int(0) : 0) + 1);
 }
 
 Result<std::optional<Rollout>> Store::GetRollout(const std::string& id) {
-  Stmt s(db_, (std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE id = ?").c_str());
+  Stmt s(*cache_, db_, (std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE id = ?"));
   s.Bind(id);
   TUG_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::optional<Rollout>();
@@ -293,7 +360,7 @@ Result<std::optional<Rollout>> Store::GetRollout(const std::string& id) {
 }
 
 Result<std::vector<Rollout>> Store::ListRollouts() {
-  Stmt s(db_, (std::string("SELECT ") + kRolloutCols + " FROM rollouts ORDER BY seq").c_str());
+  Stmt s(*cache_, db_, (std::string("SELECT ") + kRolloutCols + " FROM rollouts ORDER BY seq"));
   std::vector<Rollout> out;
   for (;;) {
     TUG_ASSIGN_OR_RETURN(bool row, s.Step());
@@ -306,7 +373,7 @@ Result<std::vector<Rollout>> Store::ListRollouts() {
 
 Status Store::PutRollout(const Rollout& r) {
   // UPSERT rather than REPLACE: REPLACE would delete the row and give it a new seq, reordering the list.
-  Stmt s(db_,
+  Stmt s(*cache_, db_,
          "INSERT INTO rollouts (id, spec, state, created_at, current_phase, phase_state, soak_until, abort_reason, "
          "rolled_back) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET spec=excluded.spec, "
          "state=excluded.state, current_phase=excluded.current_phase, phase_state=excluded.phase_state, "
@@ -318,7 +385,7 @@ Status Store::PutRollout(const Rollout& r) {
 }
 
 Result<std::vector<RolloutDevice>> Store::ListRolloutDevices(const std::string& rollout_id) {
-  Stmt s(db_, (std::string("SELECT ") + kRdCols + " FROM rollout_devices WHERE rollout_id = ? ORDER BY device_id").c_str());
+  Stmt s(*cache_, db_, (std::string("SELECT ") + kRdCols + " FROM rollout_devices WHERE rollout_id = ? ORDER BY device_id"));
   s.Bind(rollout_id);
   std::vector<RolloutDevice> out;
   for (;;) {
@@ -331,9 +398,8 @@ Result<std::vector<RolloutDevice>> Store::ListRolloutDevices(const std::string& 
 }
 
 Result<std::optional<RolloutDevice>> Store::FindByJob(const std::string& device_id, const std::string& job) {
-  Stmt s(db_, (std::string("SELECT ") + kRdCols +
-               " FROM rollout_devices WHERE device_id = ? AND (job = ? OR rollback_job = ?) LIMIT 1")
-                  .c_str());
+  Stmt s(*cache_, db_, (std::string("SELECT ") + kRdCols +
+               " FROM rollout_devices WHERE device_id = ? AND (job = ? OR rollback_job = ?) LIMIT 1"));
   s.Bind(device_id).Bind(job).Bind(job);
   TUG_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return std::optional<RolloutDevice>();
@@ -342,7 +408,7 @@ Result<std::optional<RolloutDevice>> Store::FindByJob(const std::string& device_
 }
 
 Status Store::PutRolloutDevice(const RolloutDevice& rd) {
-  Stmt s(db_, (std::string("INSERT OR REPLACE INTO rollout_devices (") + kRdCols + ") VALUES (?,?,?,?,?,?,?,?,?,?,?)").c_str());
+  Stmt s(*cache_, db_, (std::string("INSERT OR REPLACE INTO rollout_devices (") + kRdCols + ") VALUES (?,?,?,?,?,?,?,?,?,?,?)"));
   s.Bind(rd.rollout_id).Bind(rd.device_id).Bind(int64_t{rd.phase}).Bind(std::string(ToString(rd.state)));
   s.Bind(rd.attempts).Bind(rd.job).Bind(int64_t{rd.sent ? 1 : 0}).Bind(rd.sent_at).Bind(rd.error);
   s.Bind(rd.rollback_job).Bind(rd.rollback_state);
@@ -351,14 +417,140 @@ Status Store::PutRolloutDevice(const RolloutDevice& rd) {
 
 Result<bool> Store::RecordReport(const std::string& device_id, const std::string& job, const std::string& boot_id,
                                  uint64_t seq) {
-  Stmt q(db_, "SELECT seq FROM job_reports WHERE device_id = ? AND job = ? AND boot_id = ?");
-  q.Bind(device_id).Bind(job).Bind(boot_id);
-  TUG_ASSIGN_OR_RETURN(bool row, q.Step());
-  if (row && static_cast<uint64_t>(q.Int(0)) >= seq) return false;
-  Stmt u(db_, "INSERT OR REPLACE INTO job_reports (device_id, job, boot_id, seq) VALUES (?,?,?,?)");
+  // One statement: the row is written only when it is new or its seq goes up; no change = not fresh.
+  Stmt u(*cache_, db_,
+         "INSERT INTO job_reports (device_id, job, boot_id, seq) VALUES (?,?,?,?) "
+         "ON CONFLICT(device_id, job, boot_id) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > job_reports.seq");
   u.Bind(device_id).Bind(job).Bind(boot_id).Bind(static_cast<int64_t>(seq));
   TUG_TRY(u.Run());
-  return true;
+  return u.Changes() > 0;
+}
+
+Result<std::optional<RolloutDevice>> Store::GetRolloutDevice(const std::string& rollout_id,
+                                                              const std::string& device_id) {
+  Stmt s(*cache_, db_, std::string("SELECT ") + kRdCols + " FROM rollout_devices WHERE rollout_id = ? AND device_id = ?");
+  s.Bind(rollout_id).Bind(device_id);
+  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<RolloutDevice>();
+  TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
+  return std::optional<RolloutDevice>(std::move(rd));
+}
+
+Result<std::vector<RolloutDevice>> Store::ListDeviceRollouts(const std::string& device_id) {
+  Stmt s(*cache_, db_, std::string("SELECT ") + kRdCols + " FROM rollout_devices WHERE device_id = ? ORDER BY rollout_id");
+  s.Bind(device_id);
+  std::vector<RolloutDevice> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
+    out.push_back(std::move(rd));
+  }
+  return out;
+}
+
+namespace {
+std::string RdColsOf(const char* alias) {
+  std::string out;
+  std::string cols = kRdCols;
+  size_t start = 0;
+  while (start < cols.size()) {
+    size_t comma = cols.find(',', start);
+    if (comma == std::string::npos) comma = cols.size();
+    std::string c = cols.substr(start, comma - start);
+    while (!c.empty() && c.front() == ' ') c.erase(c.begin());
+    if (!out.empty()) out += ", ";
+    out += std::string(alias) + "." + c;
+    start = comma + 1;
+  }
+  return out;
+}
+}  // namespace
+
+Result<std::vector<RolloutDevice>> Store::ListRolloutDevicesIn(const std::string& rollout_id, DeviceJobState state,
+                                                               std::optional<bool> online, int64_t limit) {
+  // Served by the (rollout_id, state, device_id) index; the device's online flag is a primary-key lookup per row.
+  static const std::string all = "SELECT " + RdColsOf("rd") +
+                                 " FROM rollout_devices rd WHERE rd.rollout_id = ? AND rd.state = ? "
+                                 "ORDER BY rd.device_id LIMIT ?";
+  static const std::string by_online =
+      "SELECT " + RdColsOf("rd") +
+      " FROM rollout_devices rd WHERE rd.rollout_id = ? AND rd.state = ? AND "
+      "COALESCE((SELECT d.online FROM devices d WHERE d.id = rd.device_id), 0) = ? ORDER BY rd.device_id LIMIT ?";
+  Stmt s(*cache_, db_, online ? by_online : all);
+  s.Bind(rollout_id).Bind(std::string(ToString(state)));
+  if (online) s.Bind(int64_t{*online ? 1 : 0});
+  s.Bind(limit);
+  std::vector<RolloutDevice> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
+    out.push_back(std::move(rd));
+  }
+  return out;
+}
+
+Result<std::vector<std::pair<RolloutDevice, bool>>> Store::ListInProgressSentBefore(const std::string& rollout_id,
+                                                                                   Millis sent_at_or_before) {
+  // Served by the (rollout_id, state, sent_at) index: a range scan that is empty while nothing is due.
+  static const std::string sql =
+      "SELECT " + RdColsOf("rd") +
+      ", COALESCE((SELECT d.online FROM devices d WHERE d.id = rd.device_id), 0) FROM rollout_devices rd "
+      "WHERE rd.rollout_id = ? AND rd.state = 'in_progress' AND rd.sent_at <= ? AND rd.sent = 1 "
+      "ORDER BY rd.sent_at, rd.device_id";
+  Stmt s(*cache_, db_, sql);
+  s.Bind(rollout_id).Bind(sent_at_or_before);
+  std::vector<std::pair<RolloutDevice, bool>> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
+    out.emplace_back(std::move(rd), s.Int(11) != 0);
+  }
+  return out;
+}
+
+Result<std::vector<Store::RolloutDeviceCount>> Store::CountRolloutDevices(const std::string& rollout_id) {
+  Stmt s(*cache_, db_, "SELECT phase, state, COUNT(*) FROM rollout_devices WHERE rollout_id = ? GROUP BY phase, state");
+  s.Bind(rollout_id);
+  std::vector<RolloutDeviceCount> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TUG_ASSIGN_OR_RETURN(auto state, ParseDeviceJobState(s.Text(1)));
+    out.push_back(RolloutDeviceCount{.phase = static_cast<int>(s.Int(0)), .state = state, .count = s.Int(2)});
+  }
+  return out;
+}
+
+Result<std::optional<Store::DesiredVersions>> Store::GetDesiredVersions(const std::string& device_id) {
+  Stmt s(*cache_, db_, "SELECT desired_v, applied_v, online FROM devices WHERE id = ?");
+  s.Bind(device_id);
+  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return std::optional<DesiredVersions>();
+  return std::optional<DesiredVersions>(DesiredVersions{.desired_v = static_cast<uint64_t>(s.Int(0)),
+                                                        .applied_v = static_cast<uint64_t>(s.Int(1)),
+                                                        .online = s.Int(2) != 0});
+}
+
+Status Store::SetDesired(const std::string& device_id, uint64_t desired_v, const std::string& desired) {
+  Stmt s(*cache_, db_, "UPDATE devices SET desired_v = ?, desired = ? WHERE id = ?");
+  s.Bind(static_cast<int64_t>(desired_v)).Bind(desired).Bind(device_id);
+  TUG_TRY(s.Run());
+  if (s.Changes() == 0) return MakeError(Errc::kNotFound, "device " + device_id + " not found");
+  return {};
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> Store::ListUnappliedDesired() {
+  Stmt s(*cache_, db_, "SELECT id, desired FROM devices WHERE desired != '' AND applied_v < desired_v ORDER BY id");
+  std::vector<std::pair<std::string, std::string>> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.emplace_back(s.Text(0), s.Text(1));
+  }
+  return out;
 }
 
 }  // namespace tug::controller

@@ -5,6 +5,14 @@
 // Threading: not thread-safe; every call on one thread (the controller's io_context thread). Calls block only on
 // the Store (local SQLite). Time comes from a core::Clock so tests move it without sleeping.
 //
+// Cost (docs/controller.md, "Scale"): a report costs O(1) store work plus what it triggers, never O(fleet). The
+// engine keeps, per rollout, the number of its devices in each (phase, state) in memory; they are derived from the
+// Store (counted on first use, updated with every row it writes, recounted after a failed transaction), so phase,
+// abort and concurrency decisions read counters instead of scanning the fleet. Devices are picked from the Store
+// by indexed (rollout, state) queries. A report that changes a rollout sends at most
+// EngineOptions::report_send_batch more devices; the periodic Tick sends up to tick_send_batch per rollout and runs
+// the timeouts. OnReports applies a batch of reports in one transaction.
+//
 // Semantics (docs/controller.md has the long form):
 //  - The selected fleet of a rollout = devices matching selector.labels (all) and listed in selector.devices (if
 //    given). Devices that start matching while the rollout runs (new or relabelled) join it as pending.
@@ -25,8 +33,12 @@
 //  - Reports are idempotent on (device, job, boot_id, seq); terminal outcomes are sticky.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -57,18 +69,45 @@ struct EngineCounters {
 
 std::string DeviceTopic(const std::string& device_id, const std::string& leaf);  // "tug/v1/d/<id>/<leaf>"
 
+// One device report as received from MQTT (see Engine::OnReports).
+struct DeviceReport {
+  enum class Kind { kPresence, kState, kJobStatus };
+  Kind kind = Kind::kPresence;
+  std::string device_id;
+  std::string job;  // kJobStatus only
+  std::string payload;
+};
+
+struct EngineOptions {
+  // At most this many devices per rollout are sent the release (or marked unreached) by one periodic Tick (and by
+  // CreateRollout/Resume); the rest go on the next ticks. Bounds how long one tick holds the io thread.
+  int64_t tick_send_batch = 1000;
+  // After a report changed a rollout (a slot freed, a device joined or came back), at most this many more.
+  int64_t report_send_batch = 8;
+};
+
 class Engine {
  public:
-  Engine(Store& store, Publisher& publisher, const core::Clock& clock);
+  Engine(Store& store, Publisher& publisher, const core::Clock& clock, EngineOptions options = {});
 
   // Device reports, payloads as received (JSON text). Malformed payloads are ignored (logged), not errors;
   // errors are Store failures only.
   Status OnPresence(const std::string& device_id, const std::string& payload);
   Status OnState(const std::string& device_id, const std::string& payload);
   Status OnJobStatus(const std::string& device_id, const std::string& job, const std::string& payload);
+  // Applies reports in order, all in one transaction (the same result as one call each, in order). If that
+  // transaction fails, each report is retried in its own so one bad report does not lose the others; the first
+  // error is returned.
+  Status OnReports(const std::vector<DeviceReport>& reports);
 
-  // Advances every running rollout (sends, timeouts, phases, abort) and paused ones' timeouts.
+  // Advances every running rollout (sends up to tick_send_batch, timeouts, phases, abort) and paused, aborted and
+  // cancelled ones' timeouts. The first Tick after construction also joins every running rollout's selected devices
+  // that are not part of it yet (a relabel the controller did not live to apply).
   Status Tick();
+
+  // Sets a device's operator labels (PUT /devices/{id}/labels) and lets it join the running rollouts it now
+  // matches, in one transaction. kNotFound if the device is unknown.
+  Result<Device> SetOperatorLabels(const std::string& device_id, const Labels& labels);
 
   // Creates a running rollout from a validated spec. kNotFound naming "release" when the version is unknown.
   Result<std::string> CreateRollout(const RolloutSpec& spec);
@@ -89,29 +128,73 @@ class Engine {
 
   const EngineCounters& counters() const { return counters_; }
 
+  // Tests: compares the in-memory counters of every rollout with a count from the Store; kInternal naming the
+  // first difference.
+  Status CheckCounters();
+
  private:
+  // A rollout as the engine keeps it between calls: the stored Rollout plus the number of its devices per
+  // (phase, state), index [phase + 1][state] (phase -1: not assigned yet).
+  struct Live {
+    Rollout r;
+    bool counted = false;
+    int64_t fleet = 0;
+    std::vector<std::array<int64_t, 8>> counts;
+    int64_t& At(int phase, DeviceJobState s);
+    int64_t InState(DeviceJobState s) const;
+  };
+  // (phase, state) of a row before a change, for the counters.
+  struct Slot {
+    int phase;
+    DeviceJobState state;
+  };
+  static Slot SlotOf(const RolloutDevice& rd) { return Slot{rd.phase, rd.state}; }
+  struct TickMode {
+    bool full;       // the periodic tick: timeouts, unreached devices that came back
+    int64_t budget;  // devices it may send (or mark unreached)
+  };
+
   Device NewDevice(const std::string& device_id) const;
   struct Outgoing {
     std::string topic, payload;
     bool retain;
   };
   Millis Now() const;
-  // Runs f in one SQLite transaction; the messages it queued are published only after the commit.
+  // Runs f in one SQLite transaction; the messages it queued are published only after the commit. On failure the
+  // in-memory rollouts are dropped and reloaded from the Store by the next call.
   Status InTx(const std::function<Status()>& f);
-  Status TickAll();
-  Status TickRollout(Rollout& r);
+  Status EnsureLoaded();
+  Result<Live*> Find(const std::string& rollout_id);  // loaded and counted; nullptr if unknown
+  Status Count(Live& l);
+  Status SaveRow(Live& l, const RolloutDevice& rd, std::optional<Slot> before);
+  Status ApplyReport(const DeviceReport& report);
+  Status ApplyPresence(const std::string& device_id, const nlohmann::json& j, std::set<std::string>& touched);
+  Status ApplyState(const std::string& device_id, const nlohmann::json& j, std::set<std::string>& touched);
   Status ApplyJobReport(const std::string& device_id, const std::string& job, const nlohmann::json& report,
-                        bool* changed);
-  Status SendInstall(Rollout& r, RolloutDevice& rd);
-  Status SendRollback(Rollout& r, RolloutDevice& rd);
-  Status PublishDesired(Device& d, nlohmann::json desired);
-  Status AbortRollout(Rollout& r, std::vector<RolloutDevice>& rows, const std::string& reason);
+                        std::set<std::string>& touched);
+  // Adds the device to every running rollout it matches and is not part of.
+  Status Join(const Device& d, std::set<std::string>& touched);
+  // Adds every matching device not yet part of the rollout (creation, resume, first tick).
+  Status JoinAll(Live& l);
+  Status DeviceCameOnline(const std::string& device_id, std::set<std::string>& touched);
+  Status TickRollout(Live& l, TickMode mode);
+  Status SendInstall(Live& l, RolloutDevice& rd, Slot before);
+  Status SendRollback(Live& l, RolloutDevice& rd);
+  Status PublishDesired(const std::string& device_id, nlohmann::json desired);
+  Status AbortRollout(Live& l, const std::string& reason);
+  Result<const nlohmann::json*> Envelope(uint64_t release);
 
   Store& store_;
   Publisher& publisher_;
   const core::Clock& clock_;
+  EngineOptions options_;
   EngineCounters counters_;
   std::vector<Outgoing> outbox_;
+  bool loaded_ = false;
+  bool join_scan_needed_ = true;
+  std::vector<std::string> order_;     // rollout ids in creation order
+  std::map<std::string, Live> live_;   // every rollout (small: counters, not rows)
+  std::map<uint64_t, nlohmann::json> envelopes_;  // parsed release envelopes, for one transaction
   // A desired publish failed (e.g. the MQTT client's pending bound): re-publish pending desired states on the next
   // tick instead of waiting for a reconnect (a rollout would otherwise stall until device_timeout).
   bool republish_needed_ = false;

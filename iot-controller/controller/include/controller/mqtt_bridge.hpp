@@ -7,6 +7,10 @@
 // the retained snapshot of the fleet; the engine ignores what it already has (state seq, idempotent reports).
 // After each connect it re-publishes desired states not yet applied (Engine::RepublishDesired).
 //
+// Reports are not applied one by one: they are queued and applied every `batch_window` (or as soon as `batch_max`
+// are queued) with Engine::OnReports, in arrival order, one SQLite transaction per batch. Stop() applies what is
+// still queued.
+//
 // Threading: everything on the io_context thread (tug::mqtt::Client's rule). Publish never blocks; QoS 1 messages
 // published while disconnected are queued in memory by the client (bounded) and sent on reconnect.
 #pragma once
@@ -17,6 +21,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -33,6 +38,8 @@ struct MqttConfig {
   std::string client_id;                     // empty: controller-<random>
   std::chrono::seconds keepalive{30};
   std::chrono::milliseconds snapshot_window{std::chrono::seconds(5)};
+  std::chrono::milliseconds batch_window{5};  // how long a report may wait for others to share its transaction
+  size_t batch_max = 2000;                     // reports per transaction at most
 };
 
 class MqttBridge : public Publisher {
@@ -51,6 +58,8 @@ class MqttBridge : public Publisher {
 
  private:
   void OnMessage(const mqtt::Message& m);
+  void ScheduleFlush(bool now);
+  void Flush();
 
   boost::asio::io_context& io_;
   MqttConfig cfg_;
@@ -58,6 +67,11 @@ class MqttBridge : public Publisher {
   Engine* engine_ = nullptr;
   std::unique_ptr<mqtt::Client> client_;
   boost::asio::steady_timer snapshot_timer_;
+  boost::asio::steady_timer batch_timer_;
+  std::deque<DeviceReport> queue_;
+  bool timer_armed_ = false;   // batch_timer_ runs a Flush
+  bool post_pending_ = false;  // a Flush is posted (the queue reached batch_max)
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // posted handlers check it: the bridge may be gone
 };
 
 }  // namespace tug::controller

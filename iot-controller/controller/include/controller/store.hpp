@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "controller/types.hpp"
@@ -20,6 +21,8 @@
 struct sqlite3;
 
 namespace tug::controller {
+
+class StmtCache;
 
 class Store {
  public:
@@ -56,6 +59,37 @@ class Store {
   Result<std::optional<RolloutDevice>> FindByJob(const std::string& device_id, const std::string& job);
   Status PutRolloutDevice(const RolloutDevice& rd);
 
+  // Rows of one rollout in `state`, by device id, at most `limit` (-1: all); with `online`, only rows whose device's
+  // online flag equals it. Uses the (rollout_id, state, device_id) index.
+  Result<std::vector<RolloutDevice>> ListRolloutDevicesIn(const std::string& rollout_id, DeviceJobState state,
+                                                          std::optional<bool> online = std::nullopt,
+                                                          int64_t limit = -1);
+  // In-progress, sent rows of a rollout whose timeout clock started at or before `sent_at_or_before`, each with its
+  // device's online flag (the timeout candidates; an indexed range, empty while nothing is due).
+  Result<std::vector<std::pair<RolloutDevice, bool>>> ListInProgressSentBefore(const std::string& rollout_id,
+                                                                              Millis sent_at_or_before);
+  Result<std::optional<RolloutDevice>> GetRolloutDevice(const std::string& rollout_id, const std::string& device_id);
+  // The rows of one device in every rollout.
+  Result<std::vector<RolloutDevice>> ListDeviceRollouts(const std::string& device_id);
+  // Number of rows of a rollout per (phase, state): what the engine's in-memory counters start from.
+  struct RolloutDeviceCount {
+    int phase;
+    DeviceJobState state;
+    int64_t count;
+  };
+  Result<std::vector<RolloutDeviceCount>> CountRolloutDevices(const std::string& rollout_id);
+
+  // What the engine needs of a device to issue a desired (without reading its JSON columns).
+  struct DesiredVersions {
+    uint64_t desired_v, applied_v;
+    bool online;
+  };
+  Result<std::optional<DesiredVersions>> GetDesiredVersions(const std::string& device_id);
+  // Sets a device's desired_v and desired payload; kNotFound if the device does not exist.
+  Status SetDesired(const std::string& device_id, uint64_t desired_v, const std::string& desired);
+  // (id, desired) of every device with a desired it has not applied yet (applied_v < desired_v).
+  Result<std::vector<std::pair<std::string, std::string>>> ListUnappliedDesired();
+
   // Records a job report (device, job, boot_id, seq). Returns true when it is new: seq is above every seq already
   // recorded for the same (device, job, boot_id). false means duplicate or older: the caller must ignore it.
   Result<bool> RecordReport(const std::string& device_id, const std::string& job, const std::string& boot_id,
@@ -64,8 +98,9 @@ class Store {
   sqlite3* db() { return db_; }
 
  private:
-  explicit Store(sqlite3* db) : db_(db) {}
+  explicit Store(sqlite3* db);
   sqlite3* db_;
+  std::unique_ptr<StmtCache> cache_;
   int tx_depth_ = 0;
 };
 
