@@ -23,9 +23,10 @@ Result<std::string> RenderMetrics(Store& store, const Metrics& m, const EngineCo
     o << "tug_rollouts{state=\"" << ToString(s) << "\"} " << by_state[ToString(s)] << "\n";
   o << "# HELP tug_rollout_devices Devices of a rollout by outcome state.\n# TYPE tug_rollout_devices gauge\n";
   for (const auto& r : rollouts) {
-    TUG_ASSIGN_OR_RETURN(auto rows, store.ListRolloutDevices(r.id));
-    std::map<std::string, int> n;
-    for (const auto& rd : rows) n[ToString(rd.state)]++;
+    // Counted by SQLite, not by reading every row of the rollout.
+    TUG_ASSIGN_OR_RETURN(auto counts, store.CountRolloutDevices(r.id));
+    std::map<std::string, int64_t> n;
+    for (const auto& cnt : counts) n[ToString(cnt.state)] += cnt.count;
     for (int i = 0; i <= static_cast<int>(DeviceJobState::kRolledBack); ++i) {
       const char* s = ToString(static_cast<DeviceJobState>(i));
       o << "tug_rollout_devices{rollout=\"" << r.id << "\",state=\"" << s << "\"} " << n[s] << "\n";
