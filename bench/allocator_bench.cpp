@@ -185,14 +185,6 @@ struct Size {
   size_t frameworks;
 };
 
-struct RunResult {
-  std::vector<double> cycle_s;  // measured cycles only
-  double offers_per_cycle = 0;
-  double running_tasks = 0;
-  double cpu_used = 0;  // fraction of cluster cpus held by running tasks at the end
-  std::map<std::string, int> first_cycle_offers;  // framework -> offers in the very first cycle
-};
-
 std::string Hex16(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016" PRIx64, v);
@@ -203,81 +195,98 @@ std::string Hex16(uint64_t v) {
 std::string AgentId(size_t i) { return "agent-" + Hex16(0x9e3779b97f4a7c15ULL * (i + 1)); }
 std::string FrameworkId(size_t i) { return "framework-" + Hex16(0xc2b2ae3d27d4eb4fULL * (i + 1)); }
 
+// One allocator under the workload, stepped a cycle at a time so that ours and the naive one can alternate (the
+// machine is shared: alternating spreads load changes over both).
 template <typename Alloc>
-RunResult Run(Alloc& al, Size size, int warmup, int cycles, const char* label) {
-  constexpr size_t kRoles = 10;
-  const Resources agent_total = Resources::Make(16, 64 * 1024, 100 * 1024, {{31000, 32000}});
-  const Resources shapes[] = {Resources::Make(0.25, 512), Resources::Make(0.5, 2048), Resources::Make(1, 1024),
-                              Resources::Make(2, 4096)};
-  std::vector<std::string> agent_ids(size.agents), fw_ids(size.frameworks);
-  for (size_t i = 0; i < size.agents; ++i) {
-    agent_ids[i] = AgentId(i);
-    tug::bench::Must(al.AddAgent(agent_ids[i], agent_total, {}), "adding agent");
-  }
-  tug::bench::Must(al.SetWeight("role-0", 2), "weight");
-  std::unordered_map<std::string, Resources> task_of;
-  for (size_t i = 0; i < size.frameworks; ++i) {
-    fw_ids[i] = FrameworkId(i);
-    tug::bench::Must(al.AddFramework(fw_ids[i], "role-" + std::to_string(i % kRoles)), "adding framework");
-    task_of[fw_ids[i]] = shapes[i % 4];
+class Sim {
+ public:
+  Sim(Alloc& al, Size size, const char* label) : al_(al), size_(size), label_(label) {
+    constexpr size_t kRoles = 10;
+    const Resources agent_total = Resources::Make(16, 64 * 1024, 100 * 1024, {{31000, 32000}});
+    const Resources shapes[] = {Resources::Make(0.25, 512), Resources::Make(0.5, 2048), Resources::Make(1, 1024),
+                                Resources::Make(2, 4096)};
+    agent_ids_.resize(size.agents);
+    fw_ids_.resize(size.frameworks);
+    for (size_t i = 0; i < size.agents; ++i) {
+      agent_ids_[i] = AgentId(i);
+      tug::bench::Must(al_.AddAgent(agent_ids_[i], agent_total, {}), "adding agent");
+      agent_ref_[agent_ids_[i]] = &agent_ids_[i];
+    }
+    tug::bench::Must(al_.SetWeight("role-0", 2), "weight");
+    for (size_t i = 0; i < size.frameworks; ++i) {
+      fw_ids_[i] = FrameworkId(i);
+      tug::bench::Must(al_.AddFramework(fw_ids_[i], "role-" + std::to_string(i % kRoles)), "adding framework");
+      task_of_[fw_ids_[i]] = shapes[i % 4];
+      fw_ref_[fw_ids_[i]] = &fw_ids_[i];
+    }
   }
 
-  struct Task {
-    const std::string* fw;
-    const std::string* agent;
-    Resources resources;
-  };
-  std::vector<Task> running;
-  std::unordered_map<std::string, const std::string*> agent_ref, fw_ref;
-  for (const auto& a : agent_ids) agent_ref[a] = &a;
-  for (const auto& f : fw_ids) fw_ref[f] = &f;
-  std::mt19937_64 rng(42);
-  std::bernoulli_distribution ends(0.05);
-
-  RunResult result;
-  TimePoint now{};
-  double offers = 0;
-  for (int cycle = 0; cycle < warmup + cycles; ++cycle) {
-    now += std::chrono::seconds(1);
-    for (size_t i = 0; i < running.size();) {
-      if (ends(rng)) {
-        tug::bench::Must(al.Recover(*running[i].fw, *running[i].agent, running[i].resources), "task end");
-        running[i] = std::move(running.back());
-        running.pop_back();
+  // Ends 5% of the running tasks, times Allocate, then plays the frameworks: one task per offer, rest returned.
+  void Cycle(bool measure) {
+    now_ += std::chrono::seconds(1);
+    for (size_t i = 0; i < running_.size();) {
+      if (ends_(rng_)) {
+        tug::bench::Must(al_.Recover(*running_[i].fw, *running_[i].agent, running_[i].resources), "task end");
+        running_[i] = std::move(running_.back());
+        running_.pop_back();
       } else {
         ++i;
       }
     }
     tug::bench::Stopwatch watch;
-    std::vector<OfferedResources> batch = al.Allocate(now);
+    std::vector<OfferedResources> batch = al_.Allocate(now_);
     const double took = watch.Elapsed();
-    if (cycle == 0)
-      for (const auto& o : batch) ++result.first_cycle_offers[o.framework_id];
-    if (cycle >= warmup) {
-      result.cycle_s.push_back(took);
-      offers += static_cast<double>(batch.size());
+    if (cycle_ == 0)
+      for (const auto& o : batch) ++first_cycle_offers[o.framework_id];
+    if (measure) {
+      cycle_s.push_back(took);
+      offers_ += static_cast<double>(batch.size());
     }
     for (auto& o : batch) {
-      const Resources& shape = task_of.at(o.framework_id);
-      Resources task = shape + Resources::Ports(o.resources.FirstPorts(1));
+      Resources task = task_of_.at(o.framework_id) + Resources::Ports(o.resources.FirstPorts(1));
       if (o.resources.port_count() >= 1 && o.resources.Contains(task)) {
-        tug::bench::Must(al.Recover(o.framework_id, o.agent_id, o.resources - task), "returning the rest");
-        running.push_back({fw_ref.at(o.framework_id), agent_ref.at(o.agent_id), std::move(task)});
+        tug::bench::Must(al_.Recover(o.framework_id, o.agent_id, o.resources - task), "returning the rest");
+        running_.push_back({fw_ref_.at(o.framework_id), agent_ref_.at(o.agent_id), std::move(task)});
       } else {
-        tug::bench::Must(al.Recover(o.framework_id, o.agent_id, o.resources), "declining");
+        tug::bench::Must(al_.Recover(o.framework_id, o.agent_id, o.resources), "declining");
       }
     }
-    if (cycle % 10 == 0 || cycle + 1 == warmup + cycles)
-      std::fprintf(stderr, "  %s %zux%zu cycle %d: %zu offers, %zu tasks running, allocate took %.2f ms\n", label,
-                   size.agents, size.frameworks, cycle, batch.size(), running.size(), took * 1e3);
+    if (cycle_ % 10 == 0)
+      std::fprintf(stderr, "  %s %zux%zu cycle %d: %zu offers, %zu tasks running, allocate took %.2f ms\n", label_,
+                   size_.agents, size_.frameworks, cycle_, batch.size(), running_.size(), took * 1e3);
+    ++cycle_;
   }
-  result.offers_per_cycle = cycles > 0 ? offers / cycles : 0;
-  result.running_tasks = static_cast<double>(running.size());
-  double cpus = 0;
-  for (const auto& t : running) cpus += t.resources.cpus();
-  result.cpu_used = cpus / (16.0 * static_cast<double>(size.agents));
-  return result;
-}
+
+  double OffersPerCycle() const { return cycle_s.empty() ? 0 : offers_ / static_cast<double>(cycle_s.size()); }
+  // Fraction of the cluster's cpus held by running tasks.
+  double CpuUsed() const {
+    double cpus = 0;
+    for (const auto& t : running_) cpus += t.resources.cpus();
+    return cpus / (16.0 * static_cast<double>(size_.agents));
+  }
+
+  std::vector<double> cycle_s;                    // measured cycles only
+  std::map<std::string, int> first_cycle_offers;  // framework -> offers in the very first cycle
+
+ private:
+  struct Task {
+    const std::string* fw;
+    const std::string* agent;
+    Resources resources;
+  };
+  Alloc& al_;
+  Size size_;
+  const char* label_;
+  std::vector<std::string> agent_ids_, fw_ids_;
+  std::unordered_map<std::string, const std::string*> agent_ref_, fw_ref_;
+  std::unordered_map<std::string, Resources> task_of_;
+  std::vector<Task> running_;
+  std::mt19937_64 rng_{42};
+  std::bernoulli_distribution ends_{0.05};
+  TimePoint now_{};
+  int cycle_ = 0;
+  double offers_ = 0;
+};
 
 double P95(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -332,23 +341,26 @@ int main(int argc, char** argv) {
     AllocatorOptions options;
     options.seed = 1;
     Allocator ours(options);
-    RunResult o = Run(ours, size, warmup, cycles, "ours");
-    RunResult n;  // --naive-cycles 0: ours only
-    if (naive_cycles > 0) {
-      NaiveAllocator naive(1);
-      n = Run(naive, size, warmup, naive_cycles, "naive");
+    NaiveAllocator naive(1);
+    Sim<Allocator> o(ours, size, "ours");
+    Sim<NaiveAllocator> n(naive, size, "naive");  // --naive-cycles 0: ours only
+    for (int c = 0; c < warmup + cycles; ++c) {
+      o.Cycle(c >= warmup);
+      if (naive_cycles > 0 && c < warmup + naive_cycles) n.Cycle(c >= warmup);
     }
     const double om = tug::bench::Median(o.cycle_s), nm = tug::bench::Median(n.cycle_s);
     auto m = mesos.find({size.agents, size.frameworks});
     tug::bench::Row({std::to_string(size.agents) + " x " + std::to_string(size.frameworks),
-                     tug::bench::Fmt(0, o.offers_per_cycle) + " / " + tug::bench::Fmt(0, n.offers_per_cycle),
-                     Ms(om), Ms(P95(o.cycle_s)), Ms(nm), Ms(P95(n.cycle_s)), tug::bench::Fmt(1, nm / om) + "x",
-                     m == mesos.end() ? "-" : Ms(m->second), m == mesos.end() ? "-" : tug::bench::Fmt(1, m->second / om) + "x",
-                     tug::bench::Fmt(2, o.cpu_used) + " / " + tug::bench::Fmt(2, n.cpu_used),
-                     o.first_cycle_offers == n.first_cycle_offers ? "yes" : "NO"});
+                     tug::bench::Fmt(0, o.OffersPerCycle()) + " / " + tug::bench::Fmt(0, n.OffersPerCycle()),
+                     Ms(om), Ms(P95(o.cycle_s)), Ms(nm), Ms(P95(n.cycle_s)),
+                     naive_cycles > 0 ? tug::bench::Fmt(1, nm / om) + "x" : "-",
+                     m == mesos.end() ? "-" : Ms(m->second),
+                     m == mesos.end() ? "-" : tug::bench::Fmt(1, m->second / om) + "x",
+                     tug::bench::Fmt(2, o.CpuUsed()) + " / " + tug::bench::Fmt(2, n.CpuUsed()),
+                     naive_cycles == 0 ? "-" : o.first_cycle_offers == n.first_cycle_offers ? "yes" : "NO"});
     std::fflush(stdout);
   }
-  std::printf("\nWarm-up %d cycles, then %d measured cycles for ours and %d for the naive baseline.\n", warmup, cycles,
-              naive_cycles);
+  std::printf("\nWarm-up %d cycles, then %d measured cycles for ours and %d for the naive baseline (alternating "
+              "with ours).\n", warmup, cycles, naive_cycles);
   return 0;
 }
