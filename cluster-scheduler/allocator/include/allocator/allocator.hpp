@@ -11,7 +11,9 @@
 // eligible framework of the role with the lowest weighted dominant share (role's allocation / cluster total, max
 // over cpus, mem and disk, divided by the role's weight), taking the role's frameworks by their own dominant share.
 // Eligible: active, not suppressed, and not filtering that agent (Decline). Ties go to whoever was offered to
-// fewer times, then to whoever was added first. Ports are offered and tracked but do not count in shares.
+// fewer times, then by order of addition (a removed id's slot is reused by the next one added). Shares include what
+// the cycle has offered so far, and a whole agent offered counts until the master recovers the unused part. Ports
+// are offered and tracked but do not count in shares.
 //
 // Cost: shares are kept sorted incrementally, so a cycle is O(offers * (log frameworks + log roles)) plus, per
 // agent, one step for each framework skipped because it filters that agent. Changing an agent's total (add,
