@@ -487,6 +487,31 @@ Status Allocator::Recover(const std::string& framework_id, const std::string& ag
   return {};
 }
 
+Status Allocator::AddUsed(const std::string& framework_id, const std::string& agent_id, const Resources& resources) {
+  State& s = *s_;
+  const uint32_t fi = s.FindFramework(framework_id);
+  if (fi == kNone) return Missing("framework", framework_id, "adding used resources");
+  const uint32_t ai = s.FindAgent(agent_id);
+  if (ai == kNone) return Missing("agent", agent_id, "adding used resources");
+  if (resources.empty()) return {};
+  Agent& a = s.agents[ai];
+  if (!a.available.Contains(resources))
+    return MakeError(Errc::kInvalidArgument, "adding used " + resources.ToString() + " for framework '" + framework_id +
+                                                 "' on agent '" + agent_id + "': only " + a.available.ToString() +
+                                                 " is available");
+  a.available -= resources;
+  if (Holding* h = s.FindHolding(ai, fi)) {
+    h->resources += resources;
+  } else {
+    a.holdings.push_back({fi, resources});
+    ++s.frameworks[fi].holdings;
+  }
+  s.UpdateCandidate(ai);
+  s.AddAllocated(fi, Scalars::Of(resources));
+  s.Resort(fi);
+  return {};
+}
+
 Status Allocator::Decline(const std::string& framework_id, const std::string& agent_id, double refuse_seconds,
                           TimePoint now) {
   State& s = *s_;

@@ -322,7 +322,8 @@ struct Master::Impl {
       offer.attributes["hostname"] = a->second.info.hostname;
       f->second.offers.insert(offer.id);
       per_framework[o.framework_id].push_back(ToJson(offer));
-      offers[offer.id] = OfferEntry{std::move(offer), now};
+      const std::string oid = offer.id;  // (the right side of = is evaluated first: never key on a moved-from id)
+      offers[oid] = OfferEntry{std::move(offer), now};
       counters.offers_sent++;
     }
     for (auto& [fid, list] : per_framework)
@@ -769,6 +770,7 @@ struct Master::Impl {
     for (const auto& oid : offer_ids) {
       auto o = offers.find(oid);
       if (o == offers.end() || o->second.offer.framework_id != f.info.id) {
+        spdlog::info("master: framework {} answered offer {} which is no longer valid", f.info.id, oid);
         offers_valid = false;
         continue;
       }

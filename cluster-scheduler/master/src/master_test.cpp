@@ -265,7 +265,8 @@ TEST_CASE("master: offer, launch, status update and acknowledgement flow between
   REQUIRE(fw.client->Accept(OfferIdsFor(*offers, agent.id()), {t}));
 
   auto launch = agent.events.Find("LAUNCH");
-  REQUIRE(launch);
+  if (!launch) FAIL(mt.OnLoop([&] { return mt.m.StateJson(); }).dump() + "\nframework update: " +
+                    fw.events.Find("UPDATE").value_or(json()).dump());
   CHECK((*launch)["launch"]["task_info"]["task_id"]["value"] == "web.1");
   CHECK((*launch)["launch"]["framework_id"]["value"] == fw.client->framework_id());
 
@@ -462,7 +463,9 @@ TEST_CASE("master: a follower redirects to the leader; failover keeps tasks and 
     std::vector<json> events;
     http::RecordIoDecoder dec;
     http::BodySink sink = [&](const http::ClientResponse&, std::string_view chunk) -> Status {
-      for (auto& rec : *dec.Feed(chunk)) events.push_back(json::parse(rec));
+      auto recs = dec.Feed(chunk);
+      if (!recs) return tl::unexpected(recs.error());
+      for (auto& rec : *recs) events.push_back(json::parse(rec));
       for (auto& e : events)
         if (e["type"] == "REGISTERED") return MakeError(Errc::kCancelled, "done");
       return {};

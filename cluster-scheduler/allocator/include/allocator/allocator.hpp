@@ -90,6 +90,9 @@ class Allocator {
   // Gives back resources allocated to the framework on the agent. kInvalidArgument (nothing changed) unless
   // Used(framework, agent) contains them all, ports included.
   Status Recover(const std::string& framework_id, const std::string& agent_id, const Resources& resources);
+  // Allocates resources to the framework on the agent outright, without an offer: the tasks a re-registering
+  // agent reports as running. kInvalidArgument (nothing changed) unless Available(agent) contains them.
+  Status AddUsed(const std::string& framework_id, const std::string& agent_id, const Resources& resources);
   // The framework gets no offer for the agent before now + refuse_seconds (capped at a year). 0 sets no filter;
   // negative or non-finite means options.default_refuse_seconds. Does not recover anything: call Recover too.
   Status Decline(const std::string& framework_id, const std::string& agent_id, double refuse_seconds,
