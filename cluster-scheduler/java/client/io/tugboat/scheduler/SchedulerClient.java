@@ -69,6 +69,7 @@ public final class SchedulerClient implements AutoCloseable {
   private volatile long lastEventNanos;
   private volatile long idleNanos;
   private volatile boolean idleExpired;
+  private volatile boolean dispatching;  // a scheduler callback is running on the stream's thread
 
   /**
    * @param masters master base URLs ("http://127.0.0.1:5050"), tried in order
@@ -487,10 +488,24 @@ public final class SchedulerClient implements AutoCloseable {
           }
           subscribed = true;
           log.accept("subscribed to " + master + " as framework " + fid);
-          safely(() -> scheduler.subscribed(this, fid));
+          dispatching = true;
+          try {
+            safely(() -> scheduler.subscribed(this, fid));
+          } finally {
+            lastEventNanos = System.nanoTime();
+            dispatching = false;
+          }
           continue;
         }
-        dispatch(type, ev);
+        // The silence is measured while waiting for the master, not while a callback works (a slow callback
+        // leaves events queued in the socket, it does not mean the master is gone).
+        dispatching = true;
+        try {
+          dispatch(type, ev);
+        } finally {
+          lastEventNanos = System.nanoTime();
+          dispatching = false;
+        }
       }
     } catch (IOException e) {
       reason = idleExpired ? "no event for " + idleNanos / 1_000_000_000.0 + " s" : describe(e);
@@ -552,7 +567,7 @@ public final class SchedulerClient implements AutoCloseable {
 
   private void checkIdle() {
     InputStream s = stream;
-    if (s != null && System.nanoTime() - lastEventNanos > idleNanos) {
+    if (s != null && !dispatching && System.nanoTime() - lastEventNanos > idleNanos) {
       idleExpired = true;
       closeQuietly(s);  // unblocks the reader with an IOException (or a clean end)
     }

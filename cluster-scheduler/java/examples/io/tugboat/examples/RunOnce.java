@@ -225,7 +225,9 @@ public final class RunOnce {
     public void update(SchedulerClient c, TaskStatus s) {
       boolean repeat = s.needsAcknowledge() && !seenUuids.add(s.uuid());
       boolean ours = taskId.equals(s.taskId());
-      if (ours && !repeat) {
+      // After the end, a reconciliation may still answer TASK_LOST "unknown task" (the master forgets finished
+      // tasks): the first terminal state is the outcome.
+      if (ours && !repeat && !done.isDone()) {
         out.println("RunOnce: task " + taskId + " " + s.stateName()
             + (s.message().isEmpty() ? "" : ": " + oneLine(s.message())));
         last = s;

@@ -60,6 +60,7 @@ public final class SelfTest {
     TESTS.put("client reports refused calls with status and field", SelfTest::clientCallErrors);
     TESTS.put("client re-subscribes with its framework id after the stream ends", SelfTest::clientResubscribes);
     TESTS.put("client re-subscribes when the stream goes silent", SelfTest::clientIdleTimeout);
+    TESTS.put("client does not mistake a slow callback for a silent master", SelfTest::clientSlowCallback);
     TESTS.put("client subscribes afresh when its framework is gone (403)", SelfTest::clientForgotten);
     TESTS.put("client teardown ends the subscription for good", SelfTest::clientTeardown);
     TESTS.put("client stop is prompt while no master answers", SelfTest::clientStopPrompt);
@@ -400,7 +401,7 @@ public final class SelfTest {
   // ---------------------------------------------------------------- client
 
   /** Records every callback as a string ("subscribed f-1", "offers o-1,o-2", "update t-1 TASK_RUNNING", ...). */
-  static final class Recorder implements Scheduler {
+  static class Recorder implements Scheduler {
     final BlockingQueue<String> events = new LinkedBlockingQueue<>();
     final BlockingQueue<Object> objects = new LinkedBlockingQueue<>();
 
@@ -638,6 +639,33 @@ public final class SelfTest {
         long ms = (System.nanoTime() - t0) / 1_000_000;
         check(ms >= 600 && ms < 4000, "noticed the silence after " + ms + " ms");
         eq("subscribed f-1", poll(r.events, "re-subscribed"));
+      }
+    }
+  }
+
+  static void clientSlowCallback() throws Exception {
+    try (FakeMaster m = new FakeMaster()) {
+      m.heartbeatSeconds = 0.3;
+      Recorder r = new Recorder() {
+        @Override
+        public void offers(SchedulerClient c, List<Offer> offers) {
+          super.offers(c, offers);
+          try {
+            Thread.sleep(2500);  // 2.5 idle timeouts
+          } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+          }
+        }
+      };
+      try (SchedulerClient c = client(List.of(m.url()), r).idleTimeout(Duration.ofSeconds(1))) {
+        c.start();
+        eq("subscribed f-1", poll(r.events, "SUBSCRIBED"));
+        m.send(Json.asObject(Json.parse("{\"type\":\"OFFERS\",\"offers\":{\"offers\":[" + OFFER_JSON + "]}}")));
+        eq("offers o-1", poll(r.events, "OFFERS"));
+        eq(null, r.events.poll(3500, TimeUnit.MILLISECONDS));
+        poll(m.subscribes, "SUBSCRIBE");
+        eq(null, m.subscribes.poll());
+        check(c.connected(), "still connected");
       }
     }
   }
