@@ -269,6 +269,29 @@ TEST_CASE("recovering more than the framework holds is refused and changes nothi
   RequireConserved(al, {"a1"}, {"A"});
 }
 
+TEST_CASE("resources a re-registering agent reports as used are allocated outright, without an offer") {
+  Allocator al(Seeded(10));
+  REQUIRE(al.AddAgent("a1", Resources::Make(4, 4096, 0, {{31000, 31009}})));
+  REQUIRE(al.AddFramework("A", "r"));
+  REQUIRE(al.AddFramework("B", "r"));
+  const Resources task = Resources::Make(1, 1024, 0, {{31000, 31000}});
+  REQUIRE(al.AddUsed("A", "a1", task));
+  CHECK(al.Used("A", "a1") == task);
+  CHECK(al.Available("a1") == Resources::Make(3, 3072, 0, {{31001, 31009}}));
+  CHECK(al.DominantShare("A") == Approx(0.25));
+  // More than is available: refused, nothing moves.
+  CHECK(al.AddUsed("B", "a1", R(3.5, 1)).error().Is(tug::Errc::kInvalidArgument));
+  CHECK(al.AddUsed("B", "a1", task).error().Is(tug::Errc::kInvalidArgument));  // port taken
+  CHECK(al.Used("B", "a1").empty());
+  CHECK(al.AddUsed("nope", "a1", task).error().Is(tug::Errc::kNotFound));
+  // The rest goes to the framework with the lower share.
+  auto offers = al.Allocate(kT0);
+  REQUIRE(offers.size() == 1);
+  CHECK(offers[0].framework_id == "B");
+  CHECK(offers[0].resources == Resources::Make(3, 3072, 0, {{31001, 31009}}));
+  RequireConserved(al, {"a1"}, {"A", "B"});
+}
+
 TEST_CASE("tiny leftovers are not offered") {
   Allocator al(Seeded(9));
   REQUIRE(al.AddFramework("A", "r"));
@@ -394,7 +417,7 @@ TEST_CASE("available + allocated == total on every agent through 10,000 random o
 
   for (int op = 0; op < 10000; ++op) {
     now += std::chrono::milliseconds(pick(2000));
-    const size_t kind = pick(14);
+    const size_t kind = pick(15);
     INFO("op " << op << " kind " << kind);
     if (kind == 0 && agents.size() < 20) {
       agents.push_back("agent-" + std::to_string(next_id++));
@@ -451,6 +474,10 @@ TEST_CASE("available + allocated == total on every agent through 10,000 random o
       const Resources used = al.Used(f, a);
       if (!al.Recover(f, a, used + R(0.001, 0))) ++refused_recovers;
       REQUIRE(al.Used(f, a) == used);
+    } else if (kind == 14 && !frameworks.empty() && !agents.empty()) {
+      // A re-registering agent's running tasks.
+      const auto& a = agents[pick(agents.size())];
+      REQUIRE(al.AddUsed(frameworks[pick(frameworks.size())], a, part_of(al.Available(a))));
     }
     RequireConserved(al, agents, frameworks);
   }
