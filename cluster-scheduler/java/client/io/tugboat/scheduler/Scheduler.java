@@ -20,9 +20,13 @@ public interface Scheduler {
   /** UPDATE: acknowledge it ({@link SchedulerClient#acknowledge}) when {@link TaskStatus#needsAcknowledge()}. */
   void update(SchedulerClient client, TaskStatus status);
 
-  /** ERROR: the master is about to close the stream (e.g. this framework re-subscribed elsewhere). */
+  /**
+   * ERROR event: the master ends the stream (another subscriber took this framework over), and the client stops
+   * for good after this call. Also called, without stopping, when a re-subscription finds the framework gone (403):
+   * the client then carries on as a new framework.
+   */
   default void error(SchedulerClient client, String message) {}
 
-  /** The stream ended; the client re-subscribes by itself (unless stopped or torn down). */
+  /** The stream ended; the client re-subscribes by itself (unless stopped, torn down or ended by an ERROR). */
   default void disconnected(SchedulerClient client) {}
 }

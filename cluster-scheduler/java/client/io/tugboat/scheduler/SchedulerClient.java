@@ -28,7 +28,9 @@ import java.util.function.Consumer;
  * RecordIO event stream and hand each event to the {@link Scheduler} (on that thread, in stream order). When the
  * stream ends (master gone, leader changed, no heartbeat for about three intervals) the client re-subscribes with its
  * framework id, so the framework keeps its tasks. A 403 on re-subscribe (the id is gone: torn down, or its failover
- * timeout passed) makes it subscribe as a new framework, reported through {@link Scheduler#error}.
+ * timeout passed) makes it subscribe as a new framework, reported through {@link Scheduler#error}. An ERROR event
+ * (another subscriber took the framework over) ends the client after {@link Scheduler#error}: it does not fight
+ * back.
  *
  * <p>The calls ({@link #accept}, {@link #decline}, ...) may be made from any thread, the scheduler callbacks
  * included; each is one blocking POST carrying the Mesos-Stream-Id header, bounded by the call timeout. They throw
@@ -505,6 +507,13 @@ public final class SchedulerClient implements AutoCloseable {
         } finally {
           lastEventNanos = System.nanoTime();
           dispatching = false;
+        }
+        if ("ERROR".equals(type)) {
+          // Another subscriber took this framework over (or the master refuses it): coming back would make the
+          // two evict each other, so this client ends here.
+          stopping = true;
+          reason = "master error";
+          break;
         }
       }
     } catch (IOException e) {

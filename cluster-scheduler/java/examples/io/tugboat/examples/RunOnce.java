@@ -245,7 +245,9 @@ public final class RunOnce {
 
     @Override
     public void error(SchedulerClient c, String message) {
-      err.println("RunOnce: master error: " + message);
+      // Either another subscriber took the framework over or the framework is gone (its task with it).
+      out.println("RunOnce: master error: " + oneLine(message));
+      done.complete(null);
     }
 
     @Override

@@ -55,7 +55,8 @@ public final class SelfTest {
     // client against the fake master
     TESTS.put("client follows a 307 from a follower to the leader", SelfTest::clientRedirect);
     TESTS.put("client rotates past 503 and refused masters", SelfTest::clientRotates);
-    TESTS.put("client delivers events in order, parsed", SelfTest::clientEvents);
+    TESTS.put("client delivers events in order, parsed, and ends on ERROR", SelfTest::clientEvents);
+    TESTS.put("client heartbeats keep the stream without callbacks", SelfTest::clientHeartbeatsAreQuiet);
     TESTS.put("client calls carry the stream id and framework id", SelfTest::clientCalls);
     TESTS.put("client reports refused calls with status and field", SelfTest::clientCallErrors);
     TESTS.put("client re-subscribes with its framework id after the stream ends", SelfTest::clientResubscribes);
@@ -506,8 +507,27 @@ public final class SelfTest {
         TaskStatus s = (TaskStatus) poll(r.objects, "status");
         eq("u-1", s.uuid());
         eq(Boolean.TRUE, s.healthy());
-        Thread.sleep(1500);  // a heartbeat or two pass without a callback
+        // After an ERROR (another subscriber took over) the client ends instead of fighting back.
+        c.join();
+        check(!c.connected(), "not connected after ERROR");
+        Thread.sleep(500);
         eq(null, r.events.poll());
+        poll(m.subscribes, "SUBSCRIBE");
+        eq(null, m.subscribes.poll());
+      }
+    }
+  }
+
+  static void clientHeartbeatsAreQuiet() throws Exception {
+    try (FakeMaster m = new FakeMaster()) {
+      m.heartbeatSeconds = 0.2;
+      Recorder r = new Recorder();
+      try (SchedulerClient c = client(List.of(m.url()), r)) {
+        c.start();
+        eq("subscribed f-1", poll(r.events, "SUBSCRIBED"));
+        Thread.sleep(1000);  // heartbeats pass without a callback
+        eq(null, r.events.poll());
+        check(c.connected(), "connected");
       }
     }
   }
