@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -337,7 +338,9 @@ struct Client::Impl {
     for (size_t i = 0; i < n; ++i) {
       const size_t idx = (start + i) % n;
       const std::string& ep = opts.endpoints[idx];
-      auto r = http.Call("POST", ep + path, payload, {{"Content-Type", "application/json"}});
+      std::optional<http::Client> fresh;
+      if (!opts.reuse_connections) fresh.emplace(HttpOptions(opts.timeout));
+      auto r = (fresh ? *fresh : http).Call("POST", ep + path, payload, {{"Content-Type", "application/json"}});
       Error err;
       if (!r) {
         if (!r.error().Is(Errc::kUnavailable) && !r.error().Is(Errc::kTimeout)) return tl::unexpected(r.error());

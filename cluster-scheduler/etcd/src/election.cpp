@@ -260,8 +260,10 @@ Result<std::unique_ptr<LeaderElection>> LeaderElection::Start(const ClientOption
                          " ms)");
   ClientOptions copts = etcd;
   copts.timeout = call_timeout;
-  TUG_ASSIGN_OR_RETURN(impl->worker_client, Client::Create(copts));
   TUG_ASSIGN_OR_RETURN(impl->user_client, Client::Create(copts));
+  // One bound per keepalive: a pooled connection going silent would cost two call timeouts (see ClientOptions).
+  copts.reuse_connections = false;
+  TUG_ASSIGN_OR_RETURN(impl->worker_client, Client::Create(copts));
   impl->opts = std::move(opts);
   Impl* raw = impl.get();
   raw->watchdog = std::thread([raw] { raw->WatchdogLoop(); });

@@ -8,8 +8,8 @@
 // call. Any other answer (success or a definite error) ends the call.
 //
 // Timeouts: `timeout` bounds each network wait (connect, send, waiting for the answer) against one endpoint, so a
-// call that fails over across N silent endpoints can take about N x timeout; against refused endpoints it fails in
-// milliseconds.
+// call that fails over across N silent endpoints can take about N x timeout (2 x with pooled connections, see
+// reuse_connections); against refused endpoints it fails in milliseconds.
 //
 // Errors: kUnavailable when no endpoint answered (all refused / 5xx); kTimeout when no endpoint answered and at
 // least one of them was silent past the deadline; kProtocol when an answer was not the JSON we expect;
@@ -43,6 +43,10 @@ struct ClientOptions {
   std::vector<std::string> endpoints;
   // Per network wait against one endpoint (see above).
   std::chrono::milliseconds timeout{std::chrono::seconds(2)};
+  // Keep-alive connections are pooled. http::Client re-sends a request once on a fresh connection when a pooled
+  // one fails before the answer starts, timeouts included, so a silent endpoint can cost 2 x timeout. false: a
+  // new connection per call (one more connect on loopback or LAN), for callers that need the single bound.
+  bool reuse_connections = true;
 };
 
 struct KeyValue {

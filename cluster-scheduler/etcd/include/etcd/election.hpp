@@ -25,7 +25,9 @@
 // same etcd transaction — CommitIfLeader / PutIfLeader compare the leader key's create_revision (and lease) with the
 // term's, so a write from a deposed leader is refused by etcd itself, whatever its local clock believes. The
 // create_revision is unique per term and increases with each new term (it is the revision of the put that created
-// the key), so it also orders terms for anything outside etcd that wants to reject stale leaders.
+// the key), so it also orders terms for anything outside etcd that wants to reject stale leaders. (A leader demoted
+// by its watchdog that finds its key and lease intact afterwards is elected again with the same token: nobody else
+// can have led in between.)
 //
 // Threads and callbacks: a worker thread (etcd calls) and a watchdog thread (demotion deadline), both started by
 // Start() and stopped by the destructor. on_elected / on_demoted run on those threads (or on the caller's thread
@@ -90,7 +92,8 @@ class LeaderElection {
   LeaderElection(const LeaderElection&) = delete;
   LeaderElection& operator=(const LeaderElection&) = delete;
 
-  // Whether this candidate currently acts as leader (between on_elected and on_demoted).
+  // Whether this candidate currently acts as leader. Turns true just before on_elected runs and false just before
+  // on_demoted runs (never later than the demotion deadline).
   bool IsLeader() const;
   // The current term while leader.
   std::optional<LeaderTerm> Term() const;
