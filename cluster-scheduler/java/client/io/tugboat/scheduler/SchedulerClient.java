@@ -74,13 +74,14 @@ public final class SchedulerClient implements AutoCloseable {
   private volatile boolean dispatching;  // a scheduler callback is running on the stream's thread
 
   /**
-   * @param masters master base URLs ("http://127.0.0.1:5050"), tried in order
+   * @param masters master base URLs ("http://127.0.0.1:5050"; "127.0.0.1:5050" means http), tried in order
+   * @throws IllegalArgumentException for an empty list or a URL that is not http(s)://HOST[:PORT]
    * @param info the framework; with an id, the client re-subscribes as that framework
    */
   public SchedulerClient(List<String> masters, FrameworkInfo info, Scheduler scheduler) {
     if (masters.isEmpty()) throw new IllegalArgumentException("no master URL");
     List<String> m = new ArrayList<>();
-    for (String s : masters) m.add(stripSlash(s.trim()));
+    for (String s : masters) m.add(normalize(s));
     this.masters = List.copyOf(m);
     this.baseInfo = info;
     this.scheduler = scheduler;
@@ -622,8 +623,20 @@ public final class SchedulerClient implements AutoCloseable {
     return e.getClass().getSimpleName() + (m == null ? "" : ": " + m);
   }
 
-  private static String stripSlash(String s) {
+  /** "127.0.0.1:5050" -> "http://127.0.0.1:5050"; trailing slashes go; anything but http(s)://host[:port] throws. */
+  static String normalize(String url) {
+    String s = url.trim();
+    if (!s.contains("://")) s = "http://" + s;
     while (s.endsWith("/")) s = s.substring(0, s.length() - 1);
+    URI u;
+    try {
+      u = new URI(s);
+    } catch (java.net.URISyntaxException e) {
+      throw new IllegalArgumentException("bad master URL '" + url + "': " + e.getMessage());
+    }
+    if (!("http".equals(u.getScheme()) || "https".equals(u.getScheme())) || u.getHost() == null
+        || (u.getRawPath() != null && !u.getRawPath().isEmpty()))
+      throw new IllegalArgumentException("bad master URL '" + url + "': want http://HOST:PORT");
     return s;
   }
 }

@@ -26,10 +26,11 @@ import java.util.concurrent.TimeoutException;
  *
  * <pre>
  * java -cp tugboat-java.jar io.tugboat.examples.RunOnce --master http://127.0.0.1:5050 \
- *     --cmd "echo hello from java; sleep 1" [--cpus 0.1] [--mem 32] [--timeout 60] [--task-id ID]
+ *     --cmd "echo hello from java; sleep 1" [--cpus 0.1] [--mem 32] [--ports N] [--timeout 60] [--task-id ID]
  * </pre>
  *
- * It subscribes, launches the task on the first offer that fits, acknowledges every update and prints one line per
+ * It subscribes, launches the task on the first offer that fits (with --ports, that many of the offer's ports,
+ * seen by the task as $PORT0..), acknowledges every update and prints one line per
  * state ({@code RunOnce: task ID TASK_RUNNING}) on stdout, then tears the framework down. Exit status: 0 when the
  * task ends TASK_FINISHED, 1 for any other end (FAILED, KILLED, ERROR, DROPPED, LOST) or after --timeout seconds,
  * 2 for a usage error. Diagnostics (reconnections, refused calls) go to stderr.
@@ -42,7 +43,7 @@ public final class RunOnce {
   }
 
   private static final String USAGE = "usage: RunOnce --master URL[,URL...] --cmd COMMAND [--cpus 0.1] [--mem 32] "
-      + "[--timeout 60] [--task-id ID] [--name NAME] [--role ROLE]";
+      + "[--ports N] [--timeout 60] [--task-id ID] [--name NAME] [--role ROLE]";
 
   /** The whole program, for tests: returns the exit status instead of exiting. */
   public static int run(String[] args, PrintStream out, PrintStream err) {
@@ -51,6 +52,7 @@ public final class RunOnce {
     double cpus = 0.1;
     double mem = 32;
     double timeout = 60;
+    int ports = 0;
     String taskId = null;
     String name = "runonce-java";
     String role = "java";
@@ -71,6 +73,7 @@ public final class RunOnce {
           case "--cpus": cpus = positive(a, v); break;
           case "--mem": mem = positive(a, v); break;
           case "--timeout": timeout = positive(a, v); break;
+          case "--ports": ports = count(a, v); break;
           case "--task-id": taskId = v; break;
           case "--name": name = v; break;
           case "--role": role = v; break;
@@ -86,9 +89,16 @@ public final class RunOnce {
     }
     if (taskId == null) taskId = String.format("runonce-%08x", ThreadLocalRandom.current().nextInt());
 
-    Runner runner = new Runner(taskId, cmd, Resources.of(cpus, mem), out, err);
-    SchedulerClient client = new SchedulerClient(masters, new FrameworkInfo(name, role), runner)
-        .logger(m -> err.println("SchedulerClient: " + m));
+    Runner runner = new Runner(taskId, cmd, Resources.of(cpus, mem), ports, out, err);
+    SchedulerClient client;
+    try {
+      client = new SchedulerClient(masters, new FrameworkInfo(name, role), runner)
+          .logger(m -> err.println("SchedulerClient: " + m));
+    } catch (IllegalArgumentException e) {
+      err.println("RunOnce: " + e.getMessage());
+      err.println(USAGE);
+      return 2;
+    }
     client.start();
     int status;
     try {
@@ -129,6 +139,16 @@ public final class RunOnce {
     throw new IllegalArgumentException(flag + " must be a positive number, not '" + v + "'");
   }
 
+  private static int count(String flag, String v) {
+    try {
+      int n = Integer.parseInt(v);
+      if (n >= 0 && n <= 100) return n;
+    } catch (NumberFormatException ignored) {
+      // fall through to the usage error
+    }
+    throw new IllegalArgumentException(flag + " must be a count from 0 to 100, not '" + v + "'");
+  }
+
   private static String fmt(double v) {
     return v == Math.rint(v) ? Long.toString((long) v) : Double.toString(v);
   }
@@ -142,6 +162,7 @@ public final class RunOnce {
     final String taskId;
     final String cmd;
     final Resources want;
+    final int ports;
     final PrintStream out;
     final PrintStream err;
     final CompletableFuture<TaskStatus> done = new CompletableFuture<>();
@@ -153,10 +174,11 @@ public final class RunOnce {
     boolean toldNoFit;
     boolean suppressed;
 
-    Runner(String taskId, String cmd, Resources want, PrintStream out, PrintStream err) {
+    Runner(String taskId, String cmd, Resources want, int ports, PrintStream out, PrintStream err) {
       this.taskId = taskId;
       this.cmd = cmd;
       this.want = want;
+      this.ports = ports;
       this.out = out;
       this.err = err;
     }
@@ -180,18 +202,19 @@ public final class RunOnce {
     public void offers(SchedulerClient c, List<Offer> offers) {
       List<String> rest = new ArrayList<>();
       for (Offer o : offers) {
-        if (launched || done.isDone() || !o.resources().contains(want)) {
+        if (launched || done.isDone() || !o.resources().contains(want) || o.resources().portCount() < ports) {
           rest.add(o.id());
           continue;
         }
-        TaskInfo task = TaskInfo.builder(taskId).name("runonce").agentId(o.agentId()).resources(want).shell(cmd)
+        Resources use = new Resources(want.cpus(), want.mem(), 0, o.resources().firstPorts(ports));
+        TaskInfo task = TaskInfo.builder(taskId).name("runonce").agentId(o.agentId()).resources(use).shell(cmd)
             .label("framework", "runonce-java").build();
         try {
           c.accept(List.of(o.id()), List.of(task));
           launched = true;
           agentId = o.agentId();
           out.println("RunOnce: launching task " + taskId + " on " + o.hostname() + " (agent " + o.agentId() + ") "
-              + want);
+              + use);
         } catch (SchedulerException e) {
           err.println("RunOnce: accept failed: " + e.getMessage());
           if (e.status() == 400) {  // our TaskInfo is wrong: retrying cannot help
@@ -202,7 +225,8 @@ public final class RunOnce {
       }
       if (!launched && !toldNoFit && !rest.isEmpty()) {
         toldNoFit = true;
-        err.println("RunOnce: no offer fits " + want + " yet (offered: " + offers + ")");
+        err.println("RunOnce: no offer fits " + want + (ports > 0 ? " and " + ports + " ports" : "") + " yet (offered: "
+            + offers + ")");
       }
       if (launched && !suppressed) {
         suppressed = true;

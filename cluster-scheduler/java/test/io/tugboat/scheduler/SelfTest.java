@@ -54,6 +54,7 @@ public final class SelfTest {
     TESTS.put("task statuses parse state, uuid and health", SelfTest::taskStatusParse);
     // client against the fake master
     TESTS.put("client follows a 307 from a follower to the leader", SelfTest::clientRedirect);
+    TESTS.put("client takes host:port or http(s) URLs for masters", SelfTest::clientMasterUrls);
     TESTS.put("client rotates past 503 and refused masters", SelfTest::clientRotates);
     TESTS.put("client delivers events in order, parsed, and ends on ERROR", SelfTest::clientEvents);
     TESTS.put("client heartbeats keep the stream without callbacks", SelfTest::clientHeartbeatsAreQuiet);
@@ -468,6 +469,20 @@ public final class SelfTest {
     }
   }
 
+  static void clientMasterUrls() {
+    eq("http://127.0.0.1:5050", SchedulerClient.normalize("127.0.0.1:5050"));
+    eq("http://m1:5050", SchedulerClient.normalize(" http://m1:5050/ "));
+    eq("https://[::1]:5050", SchedulerClient.normalize("https://[::1]:5050"));
+    for (String bad : new String[] {"ftp://m1", "http://m1:5050/api/v1/scheduler", "http://", "http://a b"}) {
+      try {
+        SchedulerClient.normalize(bad);
+        throw new AssertionError("accepted master URL " + bad);
+      } catch (IllegalArgumentException expected) {
+        // good
+      }
+    }
+  }
+
   static void clientRotates() throws Exception {
     try (FakeMaster leader = new FakeMaster(); FakeMaster down = new FakeMaster()) {
       down.mode = FakeMaster.Mode.UNAVAILABLE;
@@ -822,10 +837,19 @@ public final class SelfTest {
 
   static void runOnceFailed() throws Exception {
     try (FakeMaster m = runOnceMaster("TASK_RUNNING", "TASK_FAILED")) {
-      String[] r = runOnce("--master", m.url(), "--cmd", "exit 3", "--task-id", "t-2", "--timeout", "20");
+      String[] r = runOnce("--master", m.url(), "--cmd", "exit 3", "--task-id", "t-2", "--timeout", "20",
+          "--ports", "3");
       eq("1", r[0]);
       check(r[1].contains("RunOnce: task t-2 TASK_FAILED: exited with status 3 (stderr tail)\n"), r[1]);
       eq("TEARDOWN", callTypes(m).get(callTypes(m).size() - 1));
+      for (Map<String, Object> c : m.calls) {
+        if (!c.get("type").equals("ACCEPT")) continue;
+        Resources res = Resources.fromJson(Json.at(c, "accept", "operations", 0, "launch", "task_infos", 0,
+            "resources"));
+        eq(List.of(new Resources.Range(31000, 31000), new Resources.Range(31001, 31001),
+            new Resources.Range(31005, 31005)), res.ports());
+      }
+      check(r[1].contains("cpus:0.1;mem:32;ports:[31000, 31001, 31005]"), r[1]);
     }
   }
 
@@ -842,6 +866,10 @@ public final class SelfTest {
     eq("2", runOnce("--cmd", "true")[0]);
     eq("2", runOnce("--master", "http://127.0.0.1:1", "--cmd", "true", "--cpus", "-1")[0]);
     eq("2", runOnce("--bogus", "1")[0]);
+    eq("2", runOnce("--master", "m", "--cmd", "true", "--ports", "x")[0]);
+    eq("2", runOnce("--master", "ftp://x", "--cmd", "true")[0]);
+    eq("2", runOnce("--master", "http://127.0.0.1:5050/api", "--cmd", "true")[0]);
+    eq("2", runOnce("--master", "m", "--cmd", "true", "--role", "")[0]);
   }
 
   static void helloService() throws Exception {
