@@ -1,0 +1,1053 @@
+#include "node/task_runner.hpp"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "container.hpp"
+#include "core/env.hpp"
+#include "limits.hpp"
+#include "node/supervisor.hpp"
+#include "probe.hpp"
+
+namespace tug::cluster::node {
+namespace {
+
+using json = nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr const char* kReasonLaunchFailed = "REASON_CONTAINER_LAUNCH_FAILED";
+constexpr const char* kReasonCommandExited = "REASON_COMMAND_EXITED";
+constexpr const char* kReasonHealthCheckFailed = "REASON_HEALTH_CHECK_FAILED";
+constexpr const char* kReasonSupervisorGone = "REASON_EXECUTOR_TERMINATED";
+constexpr const char* kReasonAgentRemoved = "REASON_AGENT_REMOVED";
+
+std::string NewUuid() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  uint64_t a = rng(), b = rng();
+  a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
+  b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08llx-%04llx-%04llx-%04llx-%012llx", static_cast<unsigned long long>(a >> 32),
+                static_cast<unsigned long long>((a >> 16) & 0xffff), static_cast<unsigned long long>(a & 0xffff),
+                static_cast<unsigned long long>(b >> 48), static_cast<unsigned long long>(b & 0xffffffffffffULL));
+  return buf;
+}
+
+// The last non-empty line of a task's stderr (bounded), to make a failure message say something useful.
+std::string LastLine(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return "";
+  std::fseek(f, 0, SEEK_END);
+  long size = std::ftell(f);
+  long from = std::max(0L, size - 1024);
+  std::fseek(f, from, SEEK_SET);
+  std::string buf(static_cast<size_t>(size - from), '\0');
+  size_t n = std::fread(buf.data(), 1, buf.size(), f);
+  std::fclose(f);
+  buf.resize(n);
+  while (!buf.empty() && (buf.back() == '\n' || buf.back() == '\r' || buf.back() == ' ')) buf.pop_back();
+  auto nl = buf.rfind('\n');
+  std::string line = nl == std::string::npos ? buf : buf.substr(nl + 1);
+  if (line.size() > 200) line = line.substr(0, 200) + "...";
+  return line;
+}
+
+double GraceSeconds(const TaskInfo& info, std::chrono::milliseconds fallback) {
+  if (auto it = info.labels.find(kKillGraceLabel); it != info.labels.end()) {
+    try {
+      double v = std::stod(it->second);
+      if (v >= 0 && v <= 3600) return v;
+    } catch (const std::exception&) {
+    }
+    spdlog::warn("task {}: ignoring label {}='{}' (not seconds)", info.task_id, kKillGraceLabel, it->second);
+  }
+  return std::chrono::duration<double>(fallback).count();
+}
+
+std::string SelfExe() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "";
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+// Starts `<exe> supervise --sandbox DIR` in a new session with its own output in DIR/supervisor.log. Everything the
+// child does before exec is async-signal-safe (this process has other threads).
+Result<pid_t> SpawnSupervisor(const std::string& exe, const std::string& sandbox) {
+  std::vector<std::string> args{exe, "supervise", "--sandbox", sandbox};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log_path = core::JoinPath(sandbox, "supervisor.log");
+  int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log < 0) return ErrnoError(errno, "opening " + log_path);
+  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int err = errno;
+    ::close(log);
+    if (devnull >= 0) ::close(devnull);
+    return ErrnoError(err, "fork");
+  }
+  if (pid == 0) {
+    ::setsid();
+    if (devnull >= 0) ::dup2(devnull, 0);
+    ::dup2(log, 1);
+    ::dup2(log, 2);
+    ::close_range(3, ~0U, 0);
+    sigset_t none;
+    ::sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  ::close(log);
+  if (devnull >= 0) ::close(devnull);
+  return pid;
+}
+
+struct Task {
+  TaskInfo info;
+  TaskState state = TaskState::kStaging;
+  std::string dir;  // escaped id
+  std::string sandbox;
+  std::string bundle;
+  bool container = false;
+  std::string container_id;
+  pid_t supervisor_pid = 0;
+  uint64_t supervisor_start = 0;
+  pid_t task_pid = 0;
+  std::string limits;
+  std::vector<std::string> cgroups;
+  double grace_s = 3;
+  // Kill in progress: what the task becomes when it is gone.
+  bool kill_requested = false;
+  TaskState kill_state = TaskState::kKilled;
+  std::string kill_reason;
+  std::string kill_message;
+  bool term_sent = false;
+  bool sigkill_sent = false;
+  SteadyClock::time_point kill_deadline;
+  // Health.
+  std::optional<bool> healthy;
+  uint32_t health_failures = 0;
+  bool health_running = false;
+  // Updates.
+  std::vector<TaskStatus> unacked;
+  TaskStatus last;
+  bool silent = false;   // ShutdownAll: no more updates for this task
+  bool foreign = false;  // ReportForeign: a record of an update only
+  bool launching = false;
+  bool cleanup_scheduled = false;
+};
+
+TaskView ViewOf(const Task& t) {
+  TaskView v;
+  v.info = t.info;
+  v.state = t.state;
+  v.last = t.last;
+  v.healthy = t.healthy;
+  v.sandbox = t.foreign ? "" : t.sandbox;
+  v.container = t.container;
+  v.supervisor_pid = t.supervisor_pid;
+  v.pid = t.task_pid;
+  v.limits = t.limits;
+  v.unacknowledged = t.unacked.size();
+  return v;
+}
+
+json CheckpointJson(const Task& t) {
+  json unacked = json::array();
+  for (const auto& s : t.unacked) unacked.push_back(ToJson(s));
+  json j{{"foreign", t.foreign},
+         {"task_id", t.info.task_id},
+         {"framework_id", t.info.framework_id},
+         {"state", TaskStateName(t.state)},
+         {"container", t.container},
+         {"container_id", t.container_id},
+         {"supervisor_pid", t.supervisor_pid},
+         {"supervisor_start", t.supervisor_start},
+         {"task_pid", t.task_pid},
+         {"limits", t.limits},
+         {"cgroups", t.cgroups},
+         {"grace_s", t.grace_s},
+         {"kill_requested", t.kill_requested},
+         {"kill_state", TaskStateName(t.kill_state)},
+         {"kill_reason", t.kill_reason},
+         {"kill_message", t.kill_message},
+         {"silent", t.silent},
+         {"unacked", unacked},
+         {"last", ToJson(t.last)}};
+  if (!t.foreign) j["info"] = ToJson(t.info);
+  if (t.healthy) j["healthy"] = *t.healthy;
+  return j;
+}
+
+Result<std::unique_ptr<Task>> TaskFromCheckpoint(const json& j) {
+  try {
+    auto t = std::make_unique<Task>();
+    t->foreign = j.value("foreign", false);
+    if (t->foreign) {
+      t->info.task_id = j.at("task_id").get<std::string>();
+      t->info.framework_id = j.value("framework_id", "");
+    } else {
+      TUG_ASSIGN_OR_RETURN(t->info, TaskInfoFromJson(j.at("info"), "info"));
+    }
+    auto state = ParseTaskState(j.at("state").get<std::string>());
+    if (!state) return MakeError(Errc::kInvalidArgument, "unknown state");
+    t->state = *state;
+    t->container = j.value("container", false);
+    t->container_id = j.value("container_id", "");
+    t->supervisor_pid = j.value("supervisor_pid", 0);
+    t->supervisor_start = j.value("supervisor_start", uint64_t{0});
+    t->task_pid = j.value("task_pid", 0);
+    t->limits = j.value("limits", "");
+    t->cgroups = j.value("cgroups", std::vector<std::string>{});
+    t->grace_s = j.value("grace_s", 3.0);
+    t->kill_requested = j.value("kill_requested", false);
+    t->kill_state = ParseTaskState(j.value("kill_state", "TASK_KILLED")).value_or(TaskState::kKilled);
+    t->kill_reason = j.value("kill_reason", "");
+    t->kill_message = j.value("kill_message", "");
+    t->silent = j.value("silent", false);
+    if (j.contains("healthy")) t->healthy = j["healthy"].get<bool>();
+    for (const auto& u : j.value("unacked", json::array())) {
+      TUG_ASSIGN_OR_RETURN(auto s, TaskStatusFromJson(u, "unacked"));
+      t->unacked.push_back(std::move(s));
+    }
+    if (j.contains("last")) {
+      TUG_ASSIGN_OR_RETURN(t->last, TaskStatusFromJson(j["last"], "last"));
+    }
+    return t;
+  } catch (const std::exception& e) {
+    return MakeError(Errc::kInvalidArgument, e.what());
+  }
+}
+
+}  // namespace
+
+std::string EscapeTaskId(const std::string& task_id) {
+  std::string out;
+  for (size_t i = 0; i < task_id.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(task_id[i]);
+    bool safe = std::isalnum(c) || c == '-' || c == '_' || (c == '.' && i > 0);
+    if (safe) {
+      out += static_cast<char>(c);
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out.empty() ? "%00" : out;
+}
+
+json ToJson(const TaskView& v) {
+  json ports = json::array();
+  for (auto p : v.info.Ports()) ports.push_back(p);
+  json j{{"task_id", v.info.task_id},
+         {"name", v.info.name},
+         {"framework_id", v.info.framework_id},
+         {"state", TaskStateName(v.state)},
+         {"message", v.last.message},
+         {"sandbox", v.sandbox},
+         {"container", v.container},
+         {"supervisor_pid", v.supervisor_pid},
+         {"pid", v.pid},
+         {"ports", ports},
+         {"resources", ResourcesToJson(v.info.resources)},
+         {"limits", v.limits},
+         {"unacknowledged", v.unacknowledged},
+         {"last_update", ToJson(v.last)}};
+  if (!v.info.container.image.empty()) j["image"] = v.info.container.image;
+  if (v.healthy) j["healthy"] = *v.healthy;
+  return j;
+}
+
+class TaskRunner::Impl {
+ public:
+  explicit Impl(const RunnerOptions& o)
+      : opts(o),
+        meta_dir(core::JoinPath(o.work_dir, "meta/tasks")),
+        tasks_dir(core::JoinPath(o.work_dir, "tasks")),
+        containers_dir(core::JoinPath(o.work_dir, "containers")),
+        images_dir(core::JoinPath(o.work_dir, "images")),
+        runc(o.runc, core::JoinPath(o.work_dir, "runc")) {}
+
+  const RunnerOptions& opts;
+  const std::string meta_dir, tasks_dir, containers_dir, images_dir;
+  Runc runc;
+  CgroupSupport cgroups;
+  int lock_fd = -1;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<bool> stopping{false};
+  std::map<std::string, std::unique_ptr<Task>> tasks;
+  std::deque<TaskView> completed;
+  std::function<void()> listener;
+
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::list<Worker> workers;
+  std::thread monitor;
+
+  // Work that must not run under `mu` (runc, signals to cgroups, rmdir), collected while holding it.
+  using Actions = std::vector<std::function<void()>>;
+
+  // ---- helpers, called with `mu` held ----
+
+  void StartWorker(std::function<void()> fn) {
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    workers.push_back(Worker{std::thread([fn = std::move(fn), done] {
+                               fn();
+                               done->store(true);
+                             }),
+                             done});
+  }
+
+  std::vector<std::thread> TakeFinishedWorkers() {
+    std::vector<std::thread> out;
+    for (auto it = workers.begin(); it != workers.end();) {
+      if (it->done->load()) {
+        out.push_back(std::move(it->thread));
+        it = workers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return out;
+  }
+
+  Task* Find(const std::string& id) {
+    auto it = tasks.find(id);
+    return it == tasks.end() ? nullptr : it->second.get();
+  }
+
+  std::string CheckpointPath(const Task& t) const { return core::JoinPath(meta_dir, t.dir + ".json"); }
+
+  void Checkpoint(const Task& t) {
+    auto st = core::WriteFileDurable(*core::DefaultEnv(), CheckpointPath(t), CheckpointJson(t).dump() + "\n");
+    if (!st) spdlog::error("task {}: checkpoint failed: {}", t.info.task_id, st.error().Message());
+  }
+
+  void Emit(Task& t, TaskState s, const std::string& message, const std::string& reason = "") {
+    t.state = s;
+    TaskStatus st;
+    st.task_id = t.info.task_id;
+    st.framework_id = t.info.framework_id;
+    st.state = s;
+    st.message = message;
+    st.reason = reason;
+    st.healthy = t.healthy;
+    st.uuid = NewUuid();
+    st.timestamp = NowSeconds();
+    t.last = st;
+    if (!t.silent) t.unacked.push_back(st);
+    Checkpoint(t);
+    spdlog::info("task {}: {}{}{}", t.info.task_id, TaskStateName(s), message.empty() ? "" : ": " + message,
+                 t.healthy ? (*t.healthy ? " [healthy]" : " [unhealthy]") : "");
+    if (listener && !t.silent) listener();
+    cv.notify_all();
+  }
+
+  // Removes a terminal task whose updates are all acknowledged (its sandbox stays).
+  void MaybeForget(const std::string& id) {
+    Task* t = Find(id);
+    if (!t || !IsTerminal(t->state) || !t->unacked.empty() || t->launching) return;
+    (void)core::DefaultEnv()->RemoveFile(CheckpointPath(*t));
+    TaskView v = ViewOf(*t);
+    v.forgotten = true;
+    completed.push_back(std::move(v));
+    while (completed.size() > opts.keep_completed) completed.pop_front();
+    tasks.erase(id);
+  }
+
+  void ScheduleCleanup(Task& t, Actions& actions) {
+    if (t.cleanup_scheduled || t.foreign) return;
+    t.cleanup_scheduled = true;
+    auto cgroups_copy = t.cgroups;
+    if (!cgroups_copy.empty()) actions.push_back([cgroups_copy] { CleanupCgroups(cgroups_copy); });
+    if (t.container) {
+      actions.push_back([this, id = t.container_id, bundle = t.bundle] {
+        if (auto st = runc.Delete(id); !st) spdlog::warn("{}", st.error().Message());
+        (void)core::DefaultEnv()->RemoveAll(bundle);
+      });
+    }
+  }
+
+  void SendSignal(const Task& t, int sig, Actions& actions) {
+    if (t.task_pid <= 0) return;
+    pid_t pgid = t.task_pid;
+    if (t.container) {
+      actions.push_back([this, id = t.container_id, pgid, sig] {
+        auto st = runc.Kill(id, sig == SIGKILL ? "KILL" : "TERM");
+        // Before runc has created the container (or after it is gone), signal `runc run` itself: it forwards.
+        if (!st || sig == SIGKILL) ::killpg(pgid, sig);
+      });
+    } else {
+      ::killpg(pgid, sig);
+      if (sig == SIGKILL && !t.cgroups.empty()) {
+        auto dirs = t.cgroups;
+        actions.push_back([dirs] { SignalCgroups(dirs, SIGKILL); });
+      }
+    }
+  }
+
+  void KillLocked(Task& t, TaskState final_state, const std::string& reason, const std::string& message,
+                  Actions& actions) {
+    if (IsTerminal(t.state) || t.kill_requested) return;
+    t.kill_requested = true;
+    t.kill_state = final_state;
+    t.kill_reason = reason;
+    t.kill_message = message;
+    Emit(t, TaskState::kKilling, message);
+    if (t.task_pid > 0) {
+      SendSignal(t, SIGTERM, actions);
+      t.term_sent = true;
+      t.kill_deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                                 std::chrono::duration<double>(t.grace_s));
+    }
+    // Otherwise the launch worker (not started yet) or the monitor (pid not known yet) finishes the kill.
+  }
+
+  void Finish(Task& t, const ExitStatus& es, Actions& actions) {
+    TaskState s;
+    std::string message, reason;
+    if (!es.error.empty()) {
+      s = TaskState::kFailed;
+      message = es.Describe();
+      reason = kReasonLaunchFailed;
+    } else if (t.kill_requested) {
+      s = t.kill_state;
+      message = t.kill_message + " (" + es.Describe() + ")";
+      reason = t.kill_reason;
+    } else if (es.Success()) {
+      s = TaskState::kFinished;
+      message = es.Describe();
+      reason = kReasonCommandExited;
+    } else {
+      s = TaskState::kFailed;
+      message = es.Describe();
+      std::string line = LastLine(core::JoinPath(t.sandbox, "stderr"));
+      if (!line.empty()) message += "; stderr: " + line;
+      reason = kReasonCommandExited;
+    }
+    Emit(t, s, message, reason);
+    ScheduleCleanup(t, actions);
+  }
+
+  void FinishLost(Task& t, Actions& actions) {
+    std::string message = "the task's supervisor (pid " + std::to_string(t.supervisor_pid) +
+                          ") is gone without recording an exit status (killed, or the host restarted)";
+    if (auto tp = ReadPidFile(core::JoinPath(t.sandbox, "task.pid")); tp && ProcessAlive(tp->pid, tp->start_time)) {
+      // An unsupervised task could exit unnoticed: stop it rather than leave it running untracked.
+      ::killpg(tp->pid, SIGKILL);
+      message += "; the orphaned task was killed";
+    }
+    Emit(t, TaskState::kFailed, message, kReasonSupervisorGone);
+    ScheduleCleanup(t, actions);
+  }
+
+  std::map<std::string, std::string> TaskEnv(const TaskInfo& info, const std::string& sandbox_seen) const {
+    std::map<std::string, std::string> env = info.command.environment;
+    auto ports = info.Ports();
+    std::string all;
+    for (size_t i = 0; i < ports.size(); ++i) {
+      env["PORT" + std::to_string(i)] = std::to_string(ports[i]);
+      all += (i ? "," : "") + std::to_string(ports[i]);
+    }
+    if (!ports.empty()) {
+      env["PORT"] = std::to_string(ports[0]);
+      env["PORTS"] = all;
+    }
+    env["TASK_ID"] = info.task_id;
+    env["FRAMEWORK_ID"] = info.framework_id;
+    env["HOST"] = opts.hostname;
+    env["SANDBOX"] = sandbox_seen;
+    env["MESOS_SANDBOX"] = sandbox_seen;
+    return env;
+  }
+
+  // ---- launch (worker thread, `mu` not held) ----
+
+  struct Prepared {
+    LaunchSpec spec;
+    TaskLimits limits;
+  };
+
+  Result<Prepared> Prepare(const TaskInfo& info, const std::string& sandbox, const std::string& bundle,
+                           const std::string& container_id, const std::string& dir) {
+    auto* env = core::DefaultEnv();
+    // A sandbox left by an earlier task with this id (or by an interrupted launch) must not leak its exit status.
+    TUG_TRY(env->RemoveAll(sandbox));
+    TUG_TRY(env->CreateDirs(sandbox));
+    for (const char* f : {"stdout", "stderr"}) {
+      TUG_ASSIGN_OR_RETURN(auto file, env->NewWritableFile(core::JoinPath(sandbox, f)));
+      TUG_TRY(file->Close());
+    }
+    Prepared p;
+    p.spec.cwd = sandbox;
+    p.spec.log_max_bytes = opts.log_max_bytes;
+    const double cpus = info.resources.cpus(), mem = info.resources.mem();
+    if (!info.container.image.empty()) {
+      const std::string rootfs = core::JoinPath(bundle, "rootfs");
+      auto config = PullImage(info.container.image, info.container.insecure_registry, images_dir, rootfs,
+                              [this] { return stopping.load(); });
+      if (!config) return tl::unexpected(Wrap(config.error(), "pulling " + info.container.image));
+      ContainerProcess cp;
+      const auto& cmd = info.command;
+      if (!cmd.value.empty() && cmd.shell) {
+        cp.args = {"/bin/sh", "-c", cmd.value};
+      } else if (!cmd.value.empty()) {
+        cp.args = cmd.arguments.empty() ? std::vector<std::string>{cmd.value} : cmd.arguments;
+        cp.args[0] = cmd.value;
+      }
+      cp.env = TaskEnv(info, kSandboxInContainer);
+      cp.user = cmd.user;
+      cp.hostname = opts.hostname;
+      cp.sandbox = sandbox;
+      cp.cpus = cpus;
+      cp.mem_mib = mem;
+      cp.cgroups_path = "/" + opts.cgroup_group + "/" + container_id;
+      TUG_TRY(WriteContainerSpec(bundle, *config, cp));
+      p.spec.argv = runc.RunArgv(bundle, container_id);
+      const char* path = ::getenv("PATH");
+      p.spec.env = {std::string("PATH=") + (path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")};
+      std::string what = mem > 0 ? "memory " + std::to_string(static_cast<int64_t>(mem)) + " MiB" : "";
+      if (cpus > 0) what += std::string(what.empty() ? "" : ", ") + "cpus " + std::to_string(cpus).substr(0, 4);
+      p.limits.description = "runc linux.resources (" + (what.empty() ? "none requested" : what) + ")";
+    } else {
+      const auto& cmd = info.command;
+      if (cmd.shell) {
+        p.spec.argv = {"/bin/sh", "-c", cmd.value};
+      } else {
+        p.spec.argv = cmd.arguments.empty() ? std::vector<std::string>{cmd.value} : cmd.arguments;
+        p.spec.argv[0] = cmd.value;
+      }
+      std::map<std::string, std::string> vars;
+      const char* path = ::getenv("PATH");
+      vars["PATH"] = path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+      vars["HOME"] = sandbox;
+      for (auto& [k, v] : TaskEnv(info, sandbox)) vars[k] = v;
+      for (auto& [k, v] : vars) p.spec.env.push_back(k + "=" + v);
+      if (!cmd.user.empty()) {
+        struct passwd pw{};
+        struct passwd* found = nullptr;
+        std::vector<char> buf(16384);
+        if (::getpwnam_r(cmd.user.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found)
+          return MakeError(Errc::kNotFound, "user '" + cmd.user + "' does not exist on this node");
+        p.spec.uid = found->pw_uid;
+        p.spec.gid = found->pw_gid;
+        for (const char* f : {"", "/stdout", "/stderr"})
+          if (::chown((sandbox + f).c_str(), found->pw_uid, found->pw_gid) != 0)
+            return ErrnoError(errno, "chown " + sandbox + f);
+      }
+      CgroupSupport cg = cgroups;
+      if (!opts.use_cgroups) {
+        cg = CgroupSupport{};
+        cg.why_not = "disabled on this node";
+      }
+      p.limits = PrepareLimits(cg, dir, cpus, mem);
+      p.spec.cgroup_procs = p.limits.procs_files;
+      p.spec.rlimit_data = p.limits.rlimit_data;
+    }
+    auto st = core::WriteFileDurable(*env, core::JoinPath(sandbox, "launch.json"), ToJson(p.spec).dump(1) + "\n");
+    if (!st) {
+      CleanupCgroups(p.limits.cgroup_dirs);
+      return tl::unexpected(st.error());
+    }
+    return p;
+  }
+
+  void LaunchWorker(const std::string& id) {
+    TaskInfo info;
+    std::string sandbox, bundle, container_id, dir;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      Task* t = Find(id);
+      if (!t) return;
+      info = t->info;
+      sandbox = t->sandbox;
+      bundle = t->bundle;
+      container_id = t->container_id;
+      dir = t->dir;
+    }
+    auto prepared = Prepare(info, sandbox, bundle, container_id, dir);
+    Actions actions;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      Task* t = Find(id);
+      if (!t) return;
+      t->launching = false;
+      if (!prepared) {
+        if (stopping && prepared.error().Is(Errc::kCancelled)) {
+          t->launching = true;  // left STARTING without a supervisor: the next runner launches it again
+          return;
+        }
+        Emit(*t, TaskState::kFailed, prepared.error().Message(), kReasonLaunchFailed);
+        ScheduleCleanup(*t, actions);
+      } else if (t->kill_requested) {
+        CleanupCgroups(prepared->limits.cgroup_dirs);
+        Emit(*t, t->kill_state, t->kill_message + " (before it started)", t->kill_reason);
+        ScheduleCleanup(*t, actions);
+      } else {
+        t->limits = prepared->limits.description;
+        t->cgroups = prepared->limits.cgroup_dirs;
+        auto pid = SpawnSupervisor(opts.supervisor_exe, sandbox);
+        if (!pid) {
+          Emit(*t, TaskState::kFailed, "starting the supervisor: " + pid.error().Message(), kReasonLaunchFailed);
+          ScheduleCleanup(*t, actions);
+        } else {
+          t->supervisor_pid = *pid;
+          t->supervisor_start = ProcessStartTime(*pid).value_or(0);
+          Checkpoint(*t);
+          spdlog::info("task {}: supervisor pid {} started", id, *pid);
+        }
+      }
+      MaybeForget(id);
+    }
+    for (auto& a : actions) a();
+  }
+
+  // ---- health checks (worker thread) ----
+
+  void HealthWorker(const std::string& id) {
+    HealthCheck hc;
+    std::vector<std::string> argv;
+    std::map<std::string, std::string> env;
+    std::string cwd;
+    uint16_t port = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      Task* t = Find(id);
+      if (!t || !t->info.health_check) return;
+      hc = *t->info.health_check;
+      auto ports = t->info.Ports();
+      if (hc.port_index < ports.size()) port = static_cast<uint16_t>(ports[hc.port_index]);
+      if (hc.type == HealthCheck::Type::kCommand) {
+        if (t->container) {
+          argv = {opts.runc, "--root", runc.root(), "exec", t->container_id, "/bin/sh", "-c", hc.command};
+        } else {
+          argv = {"/bin/sh", "-c", hc.command};
+          env = t->info.command.environment;
+          for (auto& [k, v] : TaskEnv(t->info, t->sandbox)) env[k] = v;
+          cwd = t->sandbox;
+        }
+      }
+    }
+    auto still_running = [&](Task*& t) {
+      t = Find(id);
+      return !stopping && t && t->state == TaskState::kRunning && !t->kill_requested;
+    };
+    auto wait = [&](double seconds) {
+      std::unique_lock<std::mutex> lock(mu);
+      Task* t = nullptr;
+      cv.wait_for(lock, std::chrono::duration<double>(seconds), [&] { return !still_running(t); });
+      return still_running(t);
+    };
+    if (!wait(hc.grace_period_s)) return;
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(hc.timeout_s * 1000));
+    for (;;) {
+      ProbeResult r;
+      switch (hc.type) {
+        case HealthCheck::Type::kHttp: r = ProbeHttp(port, hc.path, timeout); break;
+        case HealthCheck::Type::kTcp: r = ProbeTcp(port, timeout); break;
+        case HealthCheck::Type::kCommand: r = ProbeCommand(argv, env, cwd, timeout); break;
+        case HealthCheck::Type::kNone: return;
+      }
+      Actions actions;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        Task* t = nullptr;
+        if (!still_running(t)) return;
+        if (r.ok) {
+          t->health_failures = 0;
+          if (t->healthy != true) {
+            t->healthy = true;
+            Emit(*t, TaskState::kRunning, "health check passed");
+          }
+        } else {
+          ++t->health_failures;
+          spdlog::debug("task {}: health check failed ({}/{}): {}", id, t->health_failures,
+                        hc.max_consecutive_failures, r.detail);
+          if (t->healthy != false) {
+            t->healthy = false;
+            Emit(*t, TaskState::kRunning, "health check failed: " + r.detail);
+          }
+          if (t->health_failures >= hc.max_consecutive_failures) {
+            KillLocked(*t, TaskState::kFailed, kReasonHealthCheckFailed,
+                       "health check failed " + std::to_string(t->health_failures) + " times in a row: " + r.detail,
+                       actions);
+          }
+        }
+      }
+      for (auto& a : actions) a();
+      if (!actions.empty() || !wait(hc.interval_s)) return;
+    }
+  }
+
+  void MaybeStartHealth(Task& t) {
+    if (!t.info.health_check || t.health_running || t.info.health_check->type == HealthCheck::Type::kNone) return;
+    t.health_running = true;
+    StartWorker([this, id = t.info.task_id] { HealthWorker(id); });
+  }
+
+  // ---- monitor ----
+
+  void Tick() {
+    Actions actions;
+    std::vector<std::thread> finished;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const auto now = SteadyClock::now();
+      std::vector<std::string> ids;
+      for (auto& [id, t] : tasks) ids.push_back(id);
+      for (const auto& id : ids) {
+        Task* t = Find(id);
+        if (!t) continue;
+        if (!IsTerminal(t->state) && !t->launching && t->supervisor_pid > 0) Check(*t, now, actions);
+        MaybeForget(id);
+      }
+      finished = TakeFinishedWorkers();
+    }
+    for (auto& a : actions) a();
+    for (auto& th : finished) th.join();
+  }
+
+  void Check(Task& t, SteadyClock::time_point now, Actions& actions) {
+    if (t.task_pid == 0) {
+      if (auto tp = ReadPidFile(core::JoinPath(t.sandbox, "task.pid"))) {
+        t.task_pid = tp->pid;
+        Checkpoint(t);
+      }
+    }
+    if (t.state == TaskState::kStarting && t.task_pid > 0) {
+      Emit(t, TaskState::kRunning, "running as pid " + std::to_string(t.task_pid) + "; limits: " + t.limits);
+      MaybeStartHealth(t);
+    }
+    auto es = ReadExitStatus(t.sandbox);
+    if (!es) {
+      Emit(t, TaskState::kFailed, "unreadable exit status: " + es.error().Message(), kReasonSupervisorGone);
+      ScheduleCleanup(t, actions);
+      return;
+    }
+    if (*es) {
+      if (t.state == TaskState::kStarting && es->value().error.empty())
+        Emit(t, TaskState::kRunning, "running; limits: " + t.limits);
+      Finish(t, **es, actions);
+      return;
+    }
+    if (!ProcessAlive(t.supervisor_pid, t.supervisor_start)) {
+      // The supervisor may have written the file just before exiting.
+      auto again = ReadExitStatus(t.sandbox);
+      if (again && *again) Finish(t, **again, actions);
+      else FinishLost(t, actions);
+      return;
+    }
+    // Signals only while the supervisor lives and has recorded no exit: until then the task's process group is
+    // still the task's (the supervisor reaps its leader only after killing the group).
+    if (t.kill_requested && t.task_pid > 0) {
+      if (!t.term_sent) {
+        SendSignal(t, SIGTERM, actions);
+        t.term_sent = true;
+        t.kill_deadline = now + std::chrono::duration_cast<SteadyClock::duration>(
+                                    std::chrono::duration<double>(t.grace_s));
+      } else if (!t.sigkill_sent && now >= t.kill_deadline) {
+        spdlog::info("task {}: still running {}s after SIGTERM, sending SIGKILL", t.info.task_id, t.grace_s);
+        SendSignal(t, SIGKILL, actions);
+        t.sigkill_sent = true;
+      }
+    }
+  }
+
+  void MonitorLoop() {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait_for(lock, opts.tick, [&] { return stopping.load(); });
+        if (stopping) return;
+      }
+      Tick();
+    }
+  }
+
+  // ---- recovery (Open, before the threads start) ----
+
+  Status Recover() {
+    auto* env = core::DefaultEnv();
+    TUG_ASSIGN_OR_RETURN(auto names, env->ListDir(meta_dir));
+    Actions actions;
+    std::vector<std::string> relaunch;
+    for (const auto& name : names) {
+      if (name.size() < 6 || name.substr(name.size() - 5) != ".json") continue;
+      const std::string path = core::JoinPath(meta_dir, name);
+      auto text = env->ReadFile(path);
+      Result<std::unique_ptr<Task>> t = MakeError(Errc::kInvalidArgument, "unreadable");
+      if (text) {
+        try {
+          t = TaskFromCheckpoint(json::parse(*text));
+        } catch (const std::exception& e) {
+          t = MakeError(Errc::kInvalidArgument, e.what());
+        }
+      }
+      if (!t) {
+        spdlog::error("checkpoint {} is unusable ({}); moved aside", path, t.error().Message());
+        (void)env->Rename(path, path + ".corrupt");
+        continue;
+      }
+      Task& task = **t;
+      task.dir = EscapeTaskId(task.info.task_id);
+      task.sandbox = core::JoinPath(tasks_dir, task.dir);
+      task.bundle = core::JoinPath(containers_dir, task.dir);
+      const std::string id = task.info.task_id;
+      tasks[id] = std::move(*t);
+      Task& r = *tasks[id];
+      if (IsTerminal(r.state)) {
+        ScheduleCleanup(r, actions);  // idempotent; the node may have died before it ran
+        MaybeForget(id);
+        continue;
+      }
+      if (r.supervisor_pid == 0) {
+        // The node died between checkpointing the launch and recording the supervisor: it may have started.
+        if (auto sp = ReadPidFile(core::JoinPath(r.sandbox, "supervisor.pid"))) {
+          r.supervisor_pid = sp->pid;
+          r.supervisor_start = sp->start_time;
+          Checkpoint(r);
+        }
+      }
+      if (r.supervisor_pid == 0) {
+        spdlog::info("task {}: its launch was interrupted by the node's restart; launching again", id);
+        r.launching = true;
+        relaunch.push_back(id);
+        continue;
+      }
+      r.term_sent = false;  // a kill in progress starts over: TERM again, then a fresh grace period
+      if (ProcessAlive(r.supervisor_pid, r.supervisor_start))
+        spdlog::info("task {}: re-attached (supervisor pid {}, {})", id, r.supervisor_pid, TaskStateName(r.state));
+      if (r.state == TaskState::kRunning) MaybeStartHealth(r);
+    }
+    // Containers and bundles of tasks that are no longer running (or unknown) are leftovers of a crash.
+    std::set<std::string> live_ids, live_dirs;
+    for (const auto& [id, t] : tasks)
+      if (t->container && !IsTerminal(t->state)) {
+        live_ids.insert(t->container_id);
+        live_dirs.insert(t->dir);
+      }
+    actions.push_back([this, live_ids, live_dirs] {
+      if (auto ids = runc.List(); ids) {
+        for (const auto& id : *ids)
+          if (!live_ids.count(id)) (void)runc.Delete(id);
+      }
+      auto bundles = core::DefaultEnv()->ListDir(containers_dir);
+      if (bundles)
+        for (const auto& b : *bundles)
+          if (!live_dirs.count(b)) (void)core::DefaultEnv()->RemoveAll(core::JoinPath(containers_dir, b));
+    });
+    for (const auto& id : relaunch) StartWorker([this, id] { LaunchWorker(id); });
+    for (auto& a : actions) a();
+    return {};
+  }
+};
+
+TaskRunner::TaskRunner(RunnerOptions opts) : opts_(std::move(opts)), impl_(std::make_unique<Impl>(opts_)) {}
+
+Result<std::unique_ptr<TaskRunner>> TaskRunner::Open(RunnerOptions opts) {
+  if (opts.work_dir.empty()) return MakeError(Errc::kInvalidArgument, "work dir not set");
+  if (opts.supervisor_exe.empty()) opts.supervisor_exe = SelfExe();
+  if (::access(opts.supervisor_exe.c_str(), X_OK) != 0)
+    return MakeError(Errc::kNotFound, "supervisor binary " + opts.supervisor_exe + " is not executable");
+  auto* env = core::DefaultEnv();
+  for (const char* d : {"meta/tasks", "tasks", "containers", "images", "runc"})
+    TUG_TRY(env->CreateDirs(core::JoinPath(opts.work_dir, d)));
+  std::unique_ptr<TaskRunner> r(new TaskRunner(std::move(opts)));
+  auto& impl = *r->impl_;
+  const std::string lock_path = core::JoinPath(r->opts_.work_dir, "lock");
+  impl.lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (impl.lock_fd < 0) return ErrnoError(errno, "opening " + lock_path);
+  if (::flock(impl.lock_fd, LOCK_EX | LOCK_NB) != 0)
+    return MakeError(Errc::kAlreadyExists, "another cluster-node uses work dir " + r->opts_.work_dir);
+  if (r->opts_.use_cgroups) impl.cgroups = DetectCgroups(r->opts_.cgroup_group);
+  {
+    std::lock_guard<std::mutex> lock(impl.mu);
+    TUG_TRY(impl.Recover());
+  }
+  impl.monitor = std::thread([&impl] { impl.MonitorLoop(); });
+  return r;
+}
+
+TaskRunner::~TaskRunner() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->monitor.joinable()) impl_->monitor.join();
+  for (;;) {
+    std::list<Impl::Worker> workers;
+    {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      workers.swap(impl_->workers);
+    }
+    if (workers.empty()) break;
+    for (auto& w : workers) w.thread.join();
+  }
+  if (impl_->lock_fd >= 0) ::close(impl_->lock_fd);
+}
+
+bool TaskRunner::Launch(TaskInfo info, const std::string& framework_id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto& impl = *impl_;
+  if (impl.Find(info.task_id)) return false;
+  for (const auto& c : impl.completed)
+    if (c.info.task_id == info.task_id) return false;
+  if (info.framework_id.empty()) info.framework_id = framework_id;
+  auto t = std::make_unique<Task>();
+  t->info = std::move(info);
+  t->dir = EscapeTaskId(t->info.task_id);
+  t->sandbox = core::JoinPath(impl.tasks_dir, t->dir);
+  t->bundle = core::JoinPath(impl.containers_dir, t->dir);
+  t->container = !t->info.container.image.empty();
+  if (t->container) t->container_id = ContainerId(t->info.task_id);
+  t->grace_s = GraceSeconds(t->info, opts_.kill_grace);
+  t->launching = true;
+  const std::string id = t->info.task_id;
+  Task& ref = *t;
+  impl.tasks[id] = std::move(t);
+  impl.Emit(ref, TaskState::kStarting, ref.container ? "pulling " + ref.info.container.image : "launching");
+  impl.StartWorker([this, id] { impl_->LaunchWorker(id); });
+  return true;
+}
+
+Status TaskRunner::Kill(const std::string& task_id) {
+  Impl::Actions actions;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    Task* t = impl_->Find(task_id);
+    if (!t) return MakeError(Errc::kNotFound, "unknown task " + task_id);
+    impl_->KillLocked(*t, TaskState::kKilled, "", "killed on request", actions);
+  }
+  for (auto& a : actions) a();
+  return {};
+}
+
+void TaskRunner::ReportForeign(const std::string& task_id, const std::string& framework_id, TaskState state,
+                               const std::string& message, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->Find(task_id)) return;
+  auto t = std::make_unique<Task>();
+  t->foreign = true;
+  t->info.task_id = task_id;
+  t->info.framework_id = framework_id;
+  t->dir = "foreign-" + EscapeTaskId(task_id);
+  Task& ref = *t;
+  impl_->tasks[task_id] = std::move(t);
+  impl_->Emit(ref, state, message, reason);
+}
+
+bool TaskRunner::Acknowledge(const std::string& task_id, const std::string& uuid) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Task* t = impl_->Find(task_id);
+  if (!t) return false;
+  auto it = std::find_if(t->unacked.begin(), t->unacked.end(), [&](const TaskStatus& s) { return s.uuid == uuid; });
+  if (it == t->unacked.end()) return false;
+  t->unacked.erase(it);
+  impl_->Checkpoint(*t);
+  impl_->MaybeForget(task_id);
+  return true;
+}
+
+void TaskRunner::ShutdownAll() {
+  Impl::Actions actions;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    std::vector<std::string> ids;
+    for (auto& [id, t] : impl_->tasks) ids.push_back(id);
+    for (const auto& id : ids) {
+      Task* t = impl_->Find(id);
+      if (!t) continue;
+      t->silent = true;
+      t->unacked.clear();
+      impl_->KillLocked(*t, TaskState::kKilled, kReasonAgentRemoved, "the master removed this node", actions);
+      impl_->Checkpoint(*t);
+      impl_->MaybeForget(id);
+    }
+  }
+  for (auto& a : actions) a();
+}
+
+void TaskRunner::KillAllAndWait(std::chrono::milliseconds timeout) {
+  Impl::Actions actions;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    for (auto& [id, t] : impl_->tasks)
+      impl_->KillLocked(*t, TaskState::kKilled, "", "the node is shutting down", actions);
+  }
+  for (auto& a : actions) a();
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->cv.wait_for(lock, timeout, [&] {
+    for (auto& [id, t] : impl_->tasks)
+      if (!IsTerminal(t->state)) return false;
+    return true;
+  });
+}
+
+std::vector<TaskView> TaskRunner::Tasks() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<TaskView> out(impl_->completed.begin(), impl_->completed.end());
+  for (const auto& [id, t] : impl_->tasks)
+    if (!t->foreign) out.push_back(ViewOf(*t));
+  return out;
+}
+
+std::optional<TaskView> TaskRunner::Get(const std::string& task_id) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (auto it = impl_->tasks.find(task_id); it != impl_->tasks.end()) return ViewOf(*it->second);
+  for (auto it = impl_->completed.rbegin(); it != impl_->completed.rend(); ++it)
+    if (it->info.task_id == task_id) return *it;
+  return std::nullopt;
+}
+
+std::vector<TaskStatus> TaskRunner::LatestStatuses() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<TaskStatus> out;
+  for (const auto& [id, t] : impl_->tasks)
+    if (!IsTerminal(t->state) && !t->silent && !t->foreign) out.push_back(t->last);
+  return out;
+}
+
+std::vector<TaskStatus> TaskRunner::Unacknowledged() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<TaskStatus> out;
+  for (const auto& [id, t] : impl_->tasks) out.insert(out.end(), t->unacked.begin(), t->unacked.end());
+  return out;
+}
+
+void TaskRunner::SetUpdateListener(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->listener = std::move(fn);
+}
+
+std::string TaskRunner::SandboxOf(const std::string& task_id) const {
+  return core::JoinPath(impl_->tasks_dir, EscapeTaskId(task_id));
+}
+
+}  // namespace tug::cluster::node
