@@ -100,6 +100,9 @@ json RangeRequest(std::string_view key, bool prefix, int64_t limit) {
     // An empty key is invalid; "\0" .. "\0" is etcd's "every key".
     r["key"] = B64(key.empty() ? std::string_view("\0", 1) : key);
     r["range_end"] = B64(PrefixRangeEnd(key));
+    // Key order is what the index yields anyway; asked for explicitly so "sorted by key" is etcd's promise.
+    r["sort_order"] = "ASCEND";
+    r["sort_target"] = "KEY";
   } else {
     r["key"] = B64(key);
   }
@@ -108,7 +111,13 @@ json RangeRequest(std::string_view key, bool prefix, int64_t limit) {
 }
 
 json DeleteRequest(std::string_view key, bool prefix) {
-  json r = RangeRequest(key, prefix, 0);
+  json r = json::object();
+  if (prefix) {
+    r["key"] = B64(key.empty() ? std::string_view("\0", 1) : key);
+    r["range_end"] = B64(PrefixRangeEnd(key));
+  } else {
+    r["key"] = B64(key);
+  }
   return r;
 }
 
