@@ -833,7 +833,8 @@ struct Master::Impl {
       TaskEntry e{ti, {}};
       std::string problem;
       if (!ti.agent_id.empty() && ti.agent_id != agent_id) problem = "task agent_id does not match the offer's agent";
-      else if (tasks.count(ti.task_id)) problem = "task id " + ti.task_id + " is already in use";
+      else if (tasks.count(ti.task_id) || CompletedRecently(ti.task_id))
+        problem = "task id " + ti.task_id + " is already in use (ids must be unique; a finished task's id too)";
       else if (!left.Contains(ti.resources))
         problem = "task needs " + ti.resources.ToString() + " but the offer has " + left.ToString() + " left";
       else if (agent_it == agents.end() || !agent_it->second.connected) problem = "agent gone";
@@ -1014,6 +1015,12 @@ struct Master::Impl {
       return Accepted();
     }
     return http::JsonError(400, "unknown call type '" + type + "'", "type");
+  }
+
+  bool CompletedRecently(const std::string& task_id) const {
+    for (const auto& t : completed)
+      if (t.info.task_id == task_id) return true;
+    return false;
   }
 
   // ---- read-only views ----

@@ -16,6 +16,7 @@
 #include "http/recordio.hpp"
 #include "http/server.hpp"
 #include "master/master.hpp"
+#include "master_testing/sim_cluster.hpp"
 #include "testsupport/net.hpp"
 
 using namespace tug;
@@ -26,183 +27,15 @@ using testsupport::WaitFor;
 
 namespace {
 
-// Events received on a stream, for the test thread to wait on.
-class EventLog {
- public:
-  void Push(json e) {
-    std::lock_guard lock(mu_);
-    events_.push_back(std::move(e));
-    cv_.notify_all();
-  }
-  // The first event (from the start) of this type matching pred, waiting up to `timeout`.
-  std::optional<json> Find(const std::string& type, const std::function<bool(const json&)>& pred = {},
-                           std::chrono::milliseconds timeout = 5s) {
-    std::unique_lock lock(mu_);
-    std::optional<json> out;
-    cv_.wait_for(lock, timeout, [&] {
-      for (const auto& e : events_)
-        if (e.value("type", "") == type && (!pred || pred(e))) {
-          out = e;
-          return true;
-        }
-      return false;
-    });
-    return out;
-  }
-  size_t Count(const std::string& type) {
-    std::lock_guard lock(mu_);
-    size_t n = 0;
-    for (const auto& e : events_) n += e.value("type", "") == type;
-    return n;
-  }
-  void Clear() {
-    std::lock_guard lock(mu_);
-    events_.clear();
-  }
+using testing::EventLog;
+using testing::FastMasterOptions;
+using testing::InProcessMaster;
+using testing::SimAgent;
 
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<json> events_;
-};
-
-struct MasterUnderTest {
-  boost::asio::io_context io;
-  master::MemoryStateStore& store;
-  master::Master m;
-  std::unique_ptr<http::Server> server;
-  std::thread thread;
-
-  MasterUnderTest(master::MemoryStateStore& s, master::MasterOptions opts, bool lead = true)
-      : store(s), m(io, std::move(opts), s) {
-    auto srv = http::Server::Start(io, "127.0.0.1", 0, [this](const http::Request& r) { return m.Handle(r); });
-    REQUIRE(srv);
-    server = std::move(*srv);
-    if (lead) REQUIRE(m.BecomeLeader());
-    thread = std::thread([this] {
-      auto guard = boost::asio::make_work_guard(io);
-      io.run();
-    });
-  }
-  ~MasterUnderTest() {
-    std::promise<void> done;
-    boost::asio::post(io, [&] {
-      m.BecomeFollower("");
-      server->Stop();
-      done.set_value();
-    });
-    done.get_future().wait_for(5s);
-    io.stop();
-    thread.join();
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(server->port()); }
-  template <typename F>
-  auto OnLoop(F f) {
-    std::promise<decltype(f())> p;
-    boost::asio::post(io, [&] { p.set_value(f()); });
-    return p.get_future().get();
-  }
-};
-
-master::MasterOptions FastOptions() {
-  master::MasterOptions o;
-  o.heartbeat_interval_s = 0.5;
-  o.agent_ping_timeout_s = 1.5;
-  o.agent_removal_timeout_s = 3;
-  o.offer_timeout_s = 30;
-  o.allocation_interval_s = 0.05;
-  o.allocator_seed = 42;
-  return o;
+SimAgent ScriptedAgent(const std::string& url, const std::string& host, const std::string& res) {
+  return SimAgent(url, testing::SimAgentOptions{.hostname = host, .resources = res, .attributes = {{"zone", "z1"}},
+                                                .auto_run = false});
 }
-
-// A scripted agent: registers, records events, posts updates and heartbeats when asked.
-class ScriptedAgent {
- public:
-  ScriptedAgent(std::string master, std::string hostname, std::string resources)
-      : master_(std::move(master)), hostname_(std::move(hostname)), resources_(std::move(resources)) {}
-  ~ScriptedAgent() { Disconnect(); }
-
-  void Register(const json& tasks = json::array(), const json& task_infos = json::array()) {
-    Disconnect();
-    stop_ = false;
-    AgentInfo info;
-    info.id = id_;
-    info.hostname = hostname_;
-    info.resources = *ParseResources(resources_);
-    info.attributes = {{"zone", "z1"}};
-    const std::string body =
-        json{{"type", "REGISTER"},
-             {"register", {{"agent_info", ToJson(info)}, {"tasks", tasks}, {"task_infos", task_infos}}}}
-            .dump();
-    reader_ = std::thread([this, body] {
-      http::ClientOptions o;
-      o.timeout = 3s;
-      http::Client c(o);
-      http::RecordIoDecoder dec;
-      http::BodySink sink = [&](const http::ClientResponse& head, std::string_view chunk) -> Status {
-        if (stop_) return MakeError(Errc::kCancelled, "stop");
-        {
-          std::lock_guard lock(mu_);
-          stream_id_ = head.Header("Mesos-Stream-Id");
-        }
-        auto recs = dec.Feed(chunk);
-        if (!recs) return tl::unexpected(recs.error());
-        for (const auto& r : *recs) {
-          auto e = json::parse(r);
-          if (e["type"] == "REGISTERED") {
-            std::lock_guard lock(mu_);
-            id_ = e["registered"]["agent_id"]["value"];
-          }
-          if (e["type"] == "HEARTBEAT" && heartbeats_) Post(json{{"type", "HEARTBEAT"}});
-          events.Push(e);
-        }
-        return {};
-      };
-      c.Call("POST", master_ + "/api/v1/agent", body, {}, &sink);
-    });
-    REQUIRE(events.Find("REGISTERED"));
-  }
-  void Disconnect() {
-    stop_ = true;
-    if (reader_.joinable()) reader_.join();
-  }
-  http::ClientResponse Post(json call) {
-    std::string sid;
-    {
-      std::lock_guard lock(mu_);
-      call["agent_id"] = IdJson(id_);
-      sid = stream_id_;
-    }
-    http::Client c;
-    auto r = c.Call("POST", master_ + "/api/v1/agent", call.dump(), {{"Mesos-Stream-Id", sid}});
-    REQUIRE(r);
-    return *r;
-  }
-  http::ClientResponse Update(const std::string& task_id, const std::string& framework_id, TaskState state,
-                              const std::string& uuid) {
-    TaskStatus s;
-    s.task_id = task_id;
-    s.framework_id = framework_id;
-    s.state = state;
-    s.uuid = uuid;
-    return Post(json{{"type", "UPDATE"}, {"update", {{"status", ToJson(s)}}}});
-  }
-  std::string id() {
-    std::lock_guard lock(mu_);
-    return id_;
-  }
-  void set_heartbeats(bool on) { heartbeats_ = on; }
-
-  EventLog events;
-
- private:
-  std::string master_, hostname_, resources_;
-  std::mutex mu_;
-  std::string id_, stream_id_;
-  std::thread reader_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> heartbeats_{true};
-};
 
 struct Framework {
   EventLog events;
@@ -246,9 +79,9 @@ auto OffersOn(const std::string& agent_id) {
 
 TEST_CASE("master: offer, launch, status update and acknowledgement flow between a framework and an agent") {
   master::MemoryStateStore store;
-  MasterUnderTest mt(store, FastOptions());
-  ScriptedAgent agent(mt.url(), "node-1", "cpus:4;mem:4096;ports:[31000-31009]");
-  agent.Register();
+  InProcessMaster mt(store, FastMasterOptions());
+  SimAgent agent = ScriptedAgent(mt.url(), "node-1", "cpus:4;mem:4096;ports:[31000-31009]");
+  REQUIRE(agent.Register());
   Framework fw({mt.url()}, "test", "web");
 
   auto offers = fw.events.Find("OFFERS", OffersOn(agent.id()));
@@ -265,13 +98,14 @@ TEST_CASE("master: offer, launch, status update and acknowledgement flow between
   REQUIRE(fw.client->Accept(OfferIdsFor(*offers, agent.id()), {t}));
 
   auto launch = agent.events.Find("LAUNCH");
-  if (!launch) FAIL(mt.OnLoop([&] { return mt.m.StateJson(); }).dump() + "\nframework update: " +
+  if (!launch) FAIL(mt.State().dump() + "\nframework update: " +
                     fw.events.Find("UPDATE").value_or(json()).dump());
   CHECK((*launch)["launch"]["task_info"]["task_id"]["value"] == "web.1");
   CHECK((*launch)["launch"]["framework_id"]["value"] == fw.client->framework_id());
 
   auto r = agent.Update("web.1", fw.client->framework_id(), TaskState::kRunning, "uuid-1");
-  CHECK(r.status == 202);
+  REQUIRE(r);
+  CHECK(r->status == 202);
   auto update = fw.events.Find("UPDATE", [](const json& e) { return e["update"]["status"]["state"] == "TASK_RUNNING"; });
   REQUIRE(update);
   auto st = TaskStatusFromJson((*update)["update"]["status"], "status");
@@ -291,7 +125,7 @@ TEST_CASE("master: offer, launch, status update and acknowledgement flow between
   CHECK(left->cpus() == 3);
   CHECK(left->port_count() == 9);
 
-  auto state = mt.OnLoop([&] { return mt.m.StateJson(); });
+  auto state = mt.State();
   REQUIRE(state["tasks"].size() == 1);
   CHECK(state["tasks"][0]["state"] == "TASK_RUNNING");
 
@@ -300,14 +134,14 @@ TEST_CASE("master: offer, launch, status update and acknowledgement flow between
   REQUIRE(agent.events.Find("KILL"));
   agent.Update("web.1", fw.client->framework_id(), TaskState::kKilled, "uuid-2");
   REQUIRE(fw.events.Find("UPDATE", [](const json& e) { return e["update"]["status"]["state"] == "TASK_KILLED"; }));
-  CHECK(mt.OnLoop([&] { return mt.m.StateJson()["tasks"].size(); }) == 0);
+  CHECK(mt.State()["tasks"].size() == 0);
 }
 
 TEST_CASE("master: bad calls are refused with the field named; stale stream ids are refused") {
   master::MemoryStateStore store;
-  MasterUnderTest mt(store, FastOptions());
-  ScriptedAgent agent(mt.url(), "node-1", "cpus:2;mem:1024");
-  agent.Register();
+  InProcessMaster mt(store, FastMasterOptions());
+  SimAgent agent = ScriptedAgent(mt.url(), "node-1", "cpus:2;mem:1024");
+  REQUIRE(agent.Register());
   Framework fw({mt.url()}, "test", "web");
   auto offers = fw.events.Find("OFFERS");
   REQUIRE(offers);
@@ -350,9 +184,9 @@ TEST_CASE("master: bad calls are refused with the field named; stale stream ids 
 
 TEST_CASE("master: declined offers are filtered for refuse_seconds and go to the other framework meanwhile") {
   master::MemoryStateStore store;
-  MasterUnderTest mt(store, FastOptions());
-  ScriptedAgent agent(mt.url(), "node-1", "cpus:2;mem:1024");
-  agent.Register();
+  InProcessMaster mt(store, FastMasterOptions());
+  SimAgent agent = ScriptedAgent(mt.url(), "node-1", "cpus:2;mem:1024");
+  REQUIRE(agent.Register());
   Framework a({mt.url()}, "a", "r1");
   auto offer = a.events.Find("OFFERS");
   REQUIRE(offer);
@@ -380,9 +214,9 @@ TEST_CASE("master: declined offers are filtered for refuse_seconds and go to the
 
 TEST_CASE("master: a silent agent's tasks become UNREACHABLE, then LOST when it is removed") {
   master::MemoryStateStore store;
-  MasterUnderTest mt(store, FastOptions());
-  ScriptedAgent agent(mt.url(), "node-1", "cpus:2;mem:1024");
-  agent.Register();
+  InProcessMaster mt(store, FastMasterOptions());
+  SimAgent agent = ScriptedAgent(mt.url(), "node-1", "cpus:2;mem:1024");
+  REQUIRE(agent.Register());
   Framework fw({mt.url()}, "test", "web");
   auto offers = fw.events.Find("OFFERS");
   REQUIRE(offers);
@@ -403,16 +237,16 @@ TEST_CASE("master: a silent agent's tasks become UNREACHABLE, then LOST when it 
   CHECK(took < 7s);  // ping timeout 1.5 s + removal 3 s + ticks
   // The removed agent trying to come back is told to shut down.
   agent.set_heartbeats(true);
-  agent.Register();
+  REQUIRE(agent.Register());
   REQUIRE(agent.events.Find("SHUTDOWN", {}, 5s));
 }
 
 TEST_CASE("master: a follower redirects to the leader; failover keeps tasks and re-adopts agents and frameworks") {
   master::MemoryStateStore store;  // shared by both masters, as etcd would be
-  auto first = std::make_unique<MasterUnderTest>(store, FastOptions());
-  MasterUnderTest second(store, FastOptions(), /*lead=*/false);
+  auto first = std::make_unique<InProcessMaster>(store, FastMasterOptions());
+  InProcessMaster second(store, FastMasterOptions(), /*lead=*/false);
   second.OnLoop([&] {
-    second.m.BecomeFollower(first->url());
+    second.master().BecomeFollower(first->url());
     return 0;
   });
   http::Client c;
@@ -421,8 +255,8 @@ TEST_CASE("master: a follower redirects to the leader; failover keeps tasks and 
   CHECK(r->status == 307);
   CHECK(r->Header("Location") == first->url() + "/api/v1/state");
 
-  ScriptedAgent agent(first->url(), "node-1", "cpus:2;mem:1024");
-  agent.Register();
+  SimAgent agent = ScriptedAgent(first->url(), "node-1", "cpus:2;mem:1024");
+  REQUIRE(agent.Register());
   std::string fid;
   TaskInfo task = SleepTask("svc.1", 1, 64);
   {
@@ -439,13 +273,13 @@ TEST_CASE("master: a follower redirects to the leader; failover keeps tasks and 
   }
   // The leader dies; the other takes over from the store.
   first.reset();
-  REQUIRE(second.OnLoop([&] { return static_cast<bool>(second.m.BecomeLeader()); }));
-  auto state = second.OnLoop([&] { return second.m.StateJson(); });
+  REQUIRE(second.OnLoop([&] { return static_cast<bool>(second.master().BecomeLeader()); }));
+  auto state = second.State();
   REQUIRE(state["tasks"].size() == 1);
   CHECK(state["frameworks"].size() == 1);
 
   // The agent re-registers with its running task (under the new master) and the framework re-subscribes.
-  ScriptedAgent again(second.url(), "node-1", "cpus:2;mem:1024");
+  SimAgent again = ScriptedAgent(second.url(), "node-1", "cpus:2;mem:1024");
   // same id as before
   TaskStatus running;
   running.task_id = "svc.1";
