@@ -185,18 +185,23 @@ HttpResponse Api::Handle(const HttpRequest& req) {
           return Err(400, "unknown query parameter '" + k + "'", k);
         }
       }
-      auto devices = store_.ListDevices();
-      if (!devices) return FromError(devices.error());
-      json out = json::array();
-      for (const auto& d : *devices) {
-        if (online && d.online != *online) continue;
-        if (version && !(d.active.is_object() && d.active.value("version", uint64_t{0}) == *version)) continue;
+      // Written device by device: a JSON tree of 10,000 devices would take ~100 MiB for a ~5 MB answer.
+      std::string out = R"({"devices":[)";
+      bool first = true;
+      auto st = store_.ForEachDevice([&](const Device& d) -> Status {
+        if (online && d.online != *online) return {};
+        if (version && !(d.active.is_object() && d.active.value("version", uint64_t{0}) == *version)) return {};
         const Labels l = d.EffectiveLabels();
-        bool ok = true;
-        for (const auto& [k, v] : want) ok = ok && l.count(k) && l.at(k) == v;
-        if (ok) out.push_back(DeviceJson(d));
-      }
-      return Json(200, {{"devices", out}});
+        for (const auto& [k, v] : want)
+          if (!l.count(k) || l.at(k) != v) return {};
+        if (!first) out += ',';
+        first = false;
+        out += DeviceJson(d).dump();
+        return {};
+      });
+      if (!st) return FromError(st.error());
+      out += "]}";
+      return HttpResponse{.status = 200, .content_type = "application/json", .body = std::move(out)};
     }
     auto dev = store_.GetDevice(p[3]);
     if (!dev) return FromError(dev.error());
@@ -295,19 +300,17 @@ HttpResponse Api::Handle(const HttpRequest& req) {
       if (!rollouts) return FromError(rollouts.error());
       json out = json::array();
       for (const auto& r : *rollouts) {
-        auto rep = engine_.RolloutReport(r.id);
+        auto rep = engine_.RolloutSummary(r.id);
         if (!rep) return FromError(rep.error());
-        rep->erase("devices");
-        rep->erase("touched");
         out.push_back(*rep);
       }
       return Json(200, {{"rollouts", out}});
     }
     if (p.size() == 4) {
       if (m != "GET") return Err(405, "method not allowed");
-      auto rep = engine_.RolloutReport(p[3]);
+      auto rep = engine_.RolloutReportText(p[3]);
       if (!rep) return FromError(rep.error());
-      return Json(200, *rep);
+      return HttpResponse{.status = 200, .content_type = "application/json", .body = std::move(*rep)};
     }
     if (p.size() == 5 || (p.size() == 7 && p[4] == "devices" && p[6] == "cancel")) {
       if (m != "POST") return Err(405, "method not allowed");

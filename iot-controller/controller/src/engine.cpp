@@ -439,18 +439,18 @@ Status Engine::Join(const Device& d, std::set<std::string>& touched) {
 
 Status Engine::JoinAll(Live& l) {
   if (l.r.state != RolloutState::kRunning) return {};
-  TUG_ASSIGN_OR_RETURN(auto devices, store_.ListDevices());
-  TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevices(l.r.id));
   std::set<std::string> known;
-  for (const auto& rd : rows) known.insert(rd.device_id);
-  for (const auto& d : devices) {
-    if (known.count(d.id) || !Matches(l.r.spec, d)) continue;
+  {
+    TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevices(l.r.id));
+    for (const auto& rd : rows) known.insert(rd.device_id);
+  }
+  return store_.ForEachDevice([&](const Device& d) -> Status {
+    if (known.count(d.id) || !Matches(l.r.spec, d)) return {};
     RolloutDevice rd;
     rd.rollout_id = l.r.id;
     rd.device_id = d.id;
-    TUG_TRY(SaveRow(l, rd, std::nullopt));
-  }
-  return {};
+    return SaveRow(l, rd, std::nullopt);
+  });
 }
 
 // A device that was offline (or unknown) is online: its unreached rows in running rollouts get their turn again.
@@ -895,7 +895,35 @@ Status Engine::RepublishDesired() {
 
 // ---- reporting ----
 
-Result<json> Engine::RolloutReport(const std::string& id) {
+namespace {
+// Stand-ins RolloutReportText replaces with the streamed device lists ("\u0001" never occurs in a report).
+const char* const kDevicesMark = "\x01" "devices" "\x01";
+const char* const kTouchedMark = "\x01" "touched" "\x01";
+}  // namespace
+
+Result<json> Engine::RolloutReport(const std::string& id) { return Report(id, ReportMode::kFull, nullptr, nullptr); }
+
+Result<json> Engine::RolloutSummary(const std::string& id) {
+  return Report(id, ReportMode::kSummary, nullptr, nullptr);
+}
+
+Result<std::string> Engine::RolloutReportText(const std::string& id) {
+  std::string devices = "[", touched = "[";
+  TUG_ASSIGN_OR_RETURN(json j, Report(id, ReportMode::kText, &devices, &touched));
+  devices += ']';
+  touched += ']';
+  std::string out = j.dump();
+  for (const auto& [mark, text] : {std::pair<std::string, const std::string*>{json(kDevicesMark).dump(), &devices},
+                                   std::pair<std::string, const std::string*>{json(kTouchedMark).dump(), &touched}}) {
+    const size_t at = out.find(mark);
+    if (at == std::string::npos) return MakeError(Errc::kInternal, "rollout report: device list mark missing");
+    out.replace(at, mark.size(), *text);
+  }
+  return out;
+}
+
+Result<json> Engine::Report(const std::string& id, ReportMode mode, std::string* devices_text,
+                            std::string* touched_text) {
   TUG_ASSIGN_OR_RETURN(auto r, store_.GetRollout(id));
   if (!r) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
   TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevices(id));
@@ -932,27 +960,45 @@ Result<json> Engine::RolloutReport(const std::string& id) {
   json touched = json::array();
   for (const auto& rd : rows) {
     all.push_back(&rd);
+    if (mode == ReportMode::kSummary) continue;
     json d{{"id", rd.device_id}, {"phase", rd.phase}, {"state", ToString(rd.state)}, {"attempts", rd.attempts},
            {"job", rd.job}, {"error", rd.error}};
     if (!rd.rollback_job.empty()) {
       d["rollback_job"] = rd.rollback_job;
       d["rollback_state"] = rd.rollback_state;
     }
+    const bool was_touched = rd.sent || !rd.rollback_job.empty();
+    if (mode == ReportMode::kText) {
+      // One small tree at a time: a 10,000-device array as a JSON tree is ~10 MiB for a 1 MB answer.
+      if (devices_text->size() > 1) *devices_text += ',';
+      *devices_text += d.dump();
+      if (was_touched) {
+        if (touched_text->size() > 1) *touched_text += ',';
+        *touched_text += json(rd.device_id).dump();
+      }
+      continue;
+    }
     devices.push_back(d);
-    if (rd.sent || !rd.rollback_job.empty()) touched.push_back(rd.device_id);
+    if (was_touched) touched.push_back(rd.device_id);
   }
-  return json{{"id", r->id},
-              {"state", ToString(r->state)},
-              {"release", release},
-              {"created_at", core::FormatRfc3339(core::TimePoint(milliseconds(r->created_at)))},
-              {"spec", RolloutSpecToJson(r->spec)},
-              {"current_phase", r->current_phase},
-              {"phases", phases},
-              {"counts", CountsJson(all)},
-              {"devices", devices},
-              {"touched", touched},
-              {"rolled_back", r->rolled_back},
-              {"abort_reason", r->abort_reason}};
+  json out{{"id", r->id},
+           {"state", ToString(r->state)},
+           {"release", release},
+           {"created_at", core::FormatRfc3339(core::TimePoint(milliseconds(r->created_at)))},
+           {"spec", RolloutSpecToJson(r->spec)},
+           {"current_phase", r->current_phase},
+           {"phases", phases},
+           {"counts", CountsJson(all)},
+           {"rolled_back", r->rolled_back},
+           {"abort_reason", r->abort_reason}};
+  if (mode == ReportMode::kFull) {
+    out["devices"] = std::move(devices);
+    out["touched"] = std::move(touched);
+  } else if (mode == ReportMode::kText) {
+    out["devices"] = kDevicesMark;
+    out["touched"] = kTouchedMark;
+  }
+  return out;
 }
 
 }  // namespace tug::controller

@@ -78,6 +78,16 @@ struct Fixture {
     REQUIRE(c);
     auto r = engine.RolloutReport(id);
     REQUIRE(r);
+    // The streamed text (GET /rollouts/{id}) and the summary (GET /rollouts) are the same report.
+    auto text = engine.RolloutReportText(id);
+    REQUIRE(text);
+    CHECK(*text == r->dump());
+    auto summary = engine.RolloutSummary(id);
+    REQUIRE(summary);
+    json without = *r;
+    without.erase("devices");
+    without.erase("touched");
+    CHECK(*summary == without);
     return *r;
   }
   std::string DeviceState(const std::string& id, const std::string& dev) {

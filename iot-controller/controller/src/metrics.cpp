@@ -7,11 +7,14 @@ namespace tug::controller {
 
 Result<std::string> RenderMetrics(Store& store, const Metrics& m, const EngineCounters& c) {
   std::ostringstream o;
-  TUG_ASSIGN_OR_RETURN(auto devices, store.ListDevices());
-  size_t online = 0;
-  for (const auto& d : devices) online += d.online;
+  size_t total = 0, online = 0;
+  TUG_TRY(store.ForEachDevice([&](const Device& d) -> Status {
+    ++total;
+    online += d.online;
+    return {};
+  }));
   o << "# HELP tug_devices_total Devices known to the controller.\n# TYPE tug_devices_total gauge\n"
-    << "tug_devices_total " << devices.size() << "\n";
+    << "tug_devices_total " << total << "\n";
   o << "# HELP tug_devices_online Devices whose last presence said online.\n# TYPE tug_devices_online gauge\n"
     << "tug_devices_online " << online << "\n";
   TUG_ASSIGN_OR_RETURN(auto rollouts, store.ListRollouts());

@@ -270,14 +270,22 @@ Result<std::optional<Device>> Store::GetDevice(const std::string& id) {
 }
 
 Result<std::vector<Device>> Store::ListDevices() {
-  Stmt s(*cache_, db_, (std::string("SELECT ") + kDeviceCols + " FROM devices ORDER BY id"));
   std::vector<Device> out;
+  TUG_TRY(ForEachDevice([&](const Device& d) -> Status {
+    out.push_back(d);
+    return {};
+  }));
+  return out;
+}
+
+Status Store::ForEachDevice(const std::function<Status(const Device&)>& f) {
+  Stmt s(*cache_, db_, (std::string("SELECT ") + kDeviceCols + " FROM devices ORDER BY id"));
   for (;;) {
     TUG_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) break;
-    out.push_back(ReadDevice(s));
+    TUG_TRY(f(ReadDevice(s)));
   }
-  return out;
+  return {};
 }
 
 Status Store::PutDevice(const Device& d) {

@@ -125,6 +125,10 @@ class Engine {
 
   // GET /rollouts/{id} body (see docs/api.md); kNotFound.
   Result<nlohmann::json> RolloutReport(const std::string& id);
+  // The same body as text (RolloutReport(id)->dump()), written device by device instead of as one JSON tree.
+  Result<std::string> RolloutReportText(const std::string& id);
+  // RolloutReport without "devices" and "touched" (GET /rollouts).
+  Result<nlohmann::json> RolloutSummary(const std::string& id);
 
   const EngineCounters& counters() const { return counters_; }
 
@@ -183,6 +187,9 @@ class Engine {
   Status PublishDesired(const std::string& device_id, nlohmann::json desired);
   Status AbortRollout(Live& l, const std::string& reason);
   Result<const nlohmann::json*> Envelope(uint64_t release);
+  enum class ReportMode { kFull, kText, kSummary };
+  Result<nlohmann::json> Report(const std::string& id, ReportMode mode, std::string* devices_text,
+                                std::string* touched_text);
 
   Store& store_;
   Publisher& publisher_;

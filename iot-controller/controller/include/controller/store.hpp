@@ -9,6 +9,7 @@
 // Errors: kIo with SQLite's message for anything the database refuses; kNotFound only where documented.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +43,9 @@ class Store {
 
   Result<std::optional<Device>> GetDevice(const std::string& id);
   Result<std::vector<Device>> ListDevices();
+  // Calls f with each device in id order without holding them all (a 10,000-device list as Device values is tens of
+  // MiB); stops at f's first error and returns it. f may write to other tables.
+  Status ForEachDevice(const std::function<Status(const Device&)>& f);
   Status PutDevice(const Device& d);  // insert or replace
 
   Result<std::optional<Release>> GetRelease(uint64_t version);
