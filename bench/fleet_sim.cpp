@@ -575,6 +575,19 @@ RunResult RunOnce(const Options& opts, int n) {
   return res;
 }
 
+constexpr const char* kUsage =
+    "Usage: bench_fleet_sim [options] N [N...]   (markdown on stdout, progress on stderr; default N: 1000 10000)\n"
+    "  --controller PATH     iot-controller binary (default build/iot-controller/controller/iot-controller)\n"
+    "  --delay-ms D          wait D ms between receiving a desired and reporting (0: at once)\n"
+    "  --state-each          publish a state after every transition, like the daemon does (default: only at the end)\n"
+    "  --tls-devices         devices connect to the mutual-TLS listener (each gets a certificate; slow to set up)\n"
+    "  --max-queued Q        Mosquitto max_queued_messages (per client; the project default is 1000)\n"
+    "  --rollout-timeout S   give up on a rollout after S seconds (default 300)\n"
+    "  --connect-window W    at most W device connects in flight at once (default 256)\n"
+    "  --variants LIST       comma list of \"1\" (one 100% phase) and \"3\" (1%/50%/100%), default \"1,3\"\n"
+    "Needs root (Mosquitto runs from the test fixture), mosquitto and openssl. Set FLEET_SIM_KEEP_LOG=PREFIX to keep\n"
+    "the controller and Mosquitto logs as PREFIX-N.log and PREFIX-N-mosquitto.log.\n";
+
 void RaiseFileLimit(int need) {
   rlimit rl{};
   getrlimit(RLIMIT_NOFILE, &rl);
@@ -601,6 +614,10 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) Die(a + " needs a value");
       return argv[++i];
     };
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
     if (a == "--controller") o.controller = next();
     else if (a == "--delay-ms") o.delay_ms = std::stoi(next());
     else if (a == "--state-each") o.state_each = true;
@@ -614,7 +631,7 @@ int main(int argc, char** argv) {
       std::string v;
       while (std::getline(ss, v, ',')) o.variants.push_back(std::stoi(v));
     } else if (!a.empty() && a[0] != '-') o.sizes.push_back(std::stoi(a));
-    else Die("unknown option " + a);
+    else Die("unknown option " + a + " (--help lists them)");
   }
   if (o.sizes.empty()) o.sizes = {1000, 10000};
   int biggest = 0;
