@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -59,6 +60,34 @@ std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
   size_t start = s.find_first_not_of("\n \r");
   return start == std::string::npos ? "" : s.substr(start);
+}
+
+off_t FileSize(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? st.st_size : 0;
+}
+
+// HAProxy's own explanation of a failure: the [ALERT] lines it logged since `offset` (e.g. "Binding ... for
+// frontend fe_api: cannot bind socket (Address already in use) for [127.0.0.1:8081]"), else the last lines.
+std::string AlertsSince(const std::string& log_path, off_t offset) {
+  std::string text;
+  int fd = ::open(log_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[8192];
+    for (ssize_t n; (n = ::pread(fd, buf, sizeof buf, offset + static_cast<off_t>(text.size()))) > 0;)
+      text.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+  }
+  std::string alerts;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    if (text.compare(start, 7, "[ALERT]") == 0) alerts += text.substr(start, end - start + 1);
+    start = end + 1;
+  }
+  if (alerts.empty()) alerts = text.size() > 2000 ? "..." + text.substr(text.size() - 2000) : text;
+  return Trim(alerts);
 }
 
 std::string Named(const std::string& service, const Backend& b) { return service + "/" + b.ToString(); }
@@ -130,6 +159,7 @@ Status HaproxyGateway::CheckConfig(const std::string& path) {
 Status HaproxyGateway::Launch() {
   // -W: master-worker (the master re-executes itself on `reload` and hands the listeners to the new worker);
   // -S: the master CLI. The master stays in the foreground, so the pid we hold is the master's.
+  const off_t log_start = FileSize(log_path_);
   TUG_ASSIGN_OR_RETURN(master_, core::Spawn({binary_, "-W", "-S", master_socket_ + ",mode,600", "-f", config_path_},
                                             log_path_));
   master_pid_ = master_.pid();
@@ -163,7 +193,7 @@ Status HaproxyGateway::Launch() {
                    std::string(exited ? "haproxy exited during start" : "haproxy did not come up within " +
                                                                           std::to_string(opts_.start_timeout.count()) +
                                                                           " ms") +
-                       "; log tail:\n" + LogTail(2000));
+                       ": " + AlertsSince(log_path_, log_start));
 }
 
 Result<std::string> HaproxyGateway::RuntimeLocked(const std::string& command, std::chrono::milliseconds timeout) {
@@ -309,6 +339,7 @@ Status HaproxyGateway::Reload(const detail::GatewayState& next) {
   }
   TUG_ASSIGN_OR_RETURN(auto before, ProcessesLocked(opts_.command_timeout));
   TUG_ASSIGN_OR_RETURN(auto previous, env.ReadFile(config_path_));
+  const off_t log_start = FileSize(log_path_);
   TUG_TRY(env.Rename(candidate, config_path_));
   TUG_TRY(env.SyncDir(work_dir_));
   // On failure the master keeps the old worker serving the old config: put that config back on disk, so the next
@@ -324,15 +355,15 @@ Status HaproxyGateway::Reload(const detail::GatewayState& next) {
   while (Clock::now() < deadline) {
     if (!master_.Running()) {
       restore();
-      return MakeError(Errc::kUnavailable, "haproxy master exited during a reload; log tail:\n" + LogTail(2000));
+      return MakeError(Errc::kUnavailable, "haproxy master exited during a reload: " + AlertsSince(log_path_, log_start));
     }
     // The master CLI is unavailable for a moment while the master re-executes.
     auto proc = ProcessesLocked(1s);
     if (proc && proc->failed_reloads > before.failed_reloads) {
       restore();
       return MakeError(Errc::kUnavailable,
-                       "haproxy could not load the new config; the previous worker keeps serving. Log tail:\n" +
-                           LogTail(2000));
+                       "haproxy could not load the new config (the previous one keeps serving): " +
+                           AlertsSince(log_path_, log_start));
     }
     if (proc && proc->reloads > before.reloads) {
       for (pid_t w : proc->workers) {
@@ -353,8 +384,8 @@ Status HaproxyGateway::Reload(const detail::GatewayState& next) {
     std::this_thread::sleep_for(kPoll);
   }
   return MakeError(Errc::kTimeout, "haproxy reload did not complete within " +
-                                       std::to_string(opts_.reload_timeout.count()) + " ms; log tail:\n" +
-                                       LogTail(2000));
+                                       std::to_string(opts_.reload_timeout.count()) +
+                                       " ms: " + AlertsSince(log_path_, log_start));
 }
 
 Result<ApplyResult> HaproxyGateway::Apply(const GatewayConfig& desired) {
