@@ -174,7 +174,9 @@ struct AppRecord {
   double last_failure = 0;   // steady
   std::optional<DeploymentRecord> deployment;
   // Derived on every pass.
-  uint32_t demand = 0;  // instances to launch on the next offers
+  uint32_t demand = 0;       // instances to launch on the next offers
+  double waiting_since = 0;  // steady: demand > 0 since
+
 };
 
 struct AgentSnapshot {
@@ -191,6 +193,8 @@ struct Counters {
 };
 
 enum class OfferInterest { kUnknown, kRevived, kSuppressed };
+
+constexpr double kNoOffersGraceSeconds = 10;
 
 // ---- the scheduler ----
 
@@ -385,6 +389,8 @@ struct Scheduler::Impl {
     const uint32_t room = cap.max_total > c.nonterminal ? cap.max_total - c.nonterminal : 0;
     a.demand = std::min(want, room);
     if (now < a.backoff_until) a.demand = 0;
+    if (a.demand == 0) a.waiting_since = 0;
+    else if (a.waiting_since == 0) a.waiting_since = now;
   }
 
   // ---- offers ----
@@ -692,9 +698,11 @@ struct Scheduler::Impl {
     std::vector<const AgentSnapshot*> recent;
     for (const auto& [id, s] : agents)
       if (now - s.seen <= opts.offer_memory_s) recent.push_back(&s);
-    if (recent.empty())
+    if (recent.empty()) {
+      if (now - a.waiting_since < kNoOffersGraceSeconds) return std::nullopt;  // offers take a moment to come
       return "no offers received in the last " + Seconds(opts.offer_memory_s) +
              " s (are nodes registered, and is role '" + opts.role + "' offered anything?)";
+    }
     std::vector<const Attributes*> placed;
     for (const auto* t : TasksOf(a.def.id))
       if (!IsTerminal(t->state)) placed.push_back(&t->attributes);

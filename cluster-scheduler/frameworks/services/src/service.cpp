@@ -230,7 +230,7 @@ struct ServicesFramework::Impl {
     tick.async_wait([this](boost::system::error_code ec) {
       if (ec || stopped) return;
       scheduler->Tick();
-      if (std::chrono::steady_clock::now() - last_keepalive > 15s) {
+      if (std::chrono::steady_clock::now() - last_keepalive >= opts.event_keepalive) {
         last_keepalive = std::chrono::steady_clock::now();
         api->Keepalive();
       }

@@ -34,6 +34,7 @@ struct ServicesOptions {
   std::chrono::milliseconds call_timeout{5000};
   std::chrono::milliseconds stream_idle_timeout{8000};
   std::chrono::milliseconds tick{250};
+  std::chrono::milliseconds event_keepalive{15000};  // comment lines on idle /v2/events streams
 };
 
 class ServicesFramework {
