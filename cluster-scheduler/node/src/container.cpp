@@ -1,5 +1,6 @@
 #include "container.hpp"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -140,6 +141,10 @@ Status WriteContainerSpec(const std::string& bundle, const oci::ImageConfig& ima
   const std::vector<std::string> caps{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN",
                                       "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETGID", "CAP_SETUID",
                                       "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD"};
+  // As many open files as this node may have, up to 65536 (runc cannot raise a limit above our hard limit).
+  struct rlimit rl{};
+  uint64_t nofile = 1024;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) nofile = std::min<uint64_t>(65536, rl.rlim_max);
   json resources = json::object();
   if (p.mem_mib > 0) resources["memory"] = {{"limit", static_cast<int64_t>(p.mem_mib * 1024 * 1024)}};
   if (p.cpus > 0)
@@ -163,7 +168,7 @@ Status WriteContainerSpec(const std::string& bundle, const oci::ImageConfig& ima
         {"env", env},
         {"cwd", c.working_dir.empty() ? "/" : c.working_dir},
         {"capabilities", {{"bounding", caps}, {"effective", caps}, {"permitted", caps}, {"ambient", caps}}},
-        {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", 65536}, {"soft", 65536}}}},
+        {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", nofile}, {"soft", nofile}}}},
         {"noNewPrivileges", true}}},
       {"root", {{"path", "rootfs"}, {"readonly", false}}},
       {"hostname", p.hostname},

@@ -181,7 +181,8 @@ void MasterLink::Disconnect(uint64_t generation, const std::string& why) {
   connected_ = false;
   stream_id_.clear();
   ++generation_;
-  spdlog::warn("lost the master at {}: {}; registering again (tasks keep running)", leader_, why);
+  if (stopping_) spdlog::info("closed the event stream from {} (node stopping)", leader_);
+  else spdlog::warn("lost the master at {}: {}; registering again (tasks keep running)", leader_, why);
   leader_.clear();
 }
 
@@ -332,7 +333,9 @@ Status MasterLink::RegisterOnce(const std::string& first_base, bool* registered,
     auto res = client.Call("POST", url, body, {{"Content-Type", "application/json"}, {"Accept", "application/recordio"}},
                            &sink);
     if (!res) {
-      if (generation) Disconnect(generation, res.error().Message());
+      if (generation)
+        Disconnect(generation, res.error().Is(Errc::kTimeout) ? "no event for 3 heartbeat intervals"
+                               : dropped_by_event ? res.error().Message() : dropped_by_event.error().context);
       *rotate = !*registered && !res.error().Is(Errc::kProtocol);
       if (!dropped_by_event) return dropped_by_event;
       return tl::unexpected(res.error());
@@ -380,20 +383,23 @@ void MasterLink::StreamLoop() {
     if (registered) {
       // We had a working stream: come back quickly (to the same master first; it may still lead).
       backoff = opts_.backoff_min;
-      if (st.error().Is(Errc::kCancelled)) continue;  // SHUTDOWN: register anew right away
+      if (!st && st.error().Is(Errc::kCancelled)) continue;  // SHUTDOWN: register anew right away
       SleepFor(Jitter(opts_.backoff_min));
       continue;
     }
-    spdlog::warn("registering: {}", st.error().Message());
     if (rotate) {
       ++index;
       // Try the rest of the list promptly; back off once a whole round failed.
       if (index % opts_.masters.size() != 0) {
+        spdlog::warn("registering failed ({}); trying {}", st.error().Message(),
+                     opts_.masters[index % opts_.masters.size()]);
         SleepFor(100ms);
         continue;
       }
     }
-    SleepFor(Jitter(backoff));
+    const auto wait = Jitter(backoff);
+    spdlog::warn("registering failed ({}); retrying in {:.1f}s", st.error().Message(), wait.count() / 1000.0);
+    SleepFor(wait);
     backoff = std::min(backoff * 2, opts_.backoff_max);
   }
 }

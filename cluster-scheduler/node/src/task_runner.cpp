@@ -532,8 +532,16 @@ class TaskRunner::Impl {
       p.spec.argv = runc.RunArgv(bundle, container_id);
       const char* path = ::getenv("PATH");
       p.spec.env = {std::string("PATH=") + (path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")};
-      std::string what = mem > 0 ? "memory " + std::to_string(static_cast<int64_t>(mem)) + " MiB" : "";
-      if (cpus > 0) what += std::string(what.empty() ? "" : ", ") + "cpus " + std::to_string(cpus).substr(0, 4);
+      char buf[64];
+      std::string what;
+      if (mem > 0) {
+        std::snprintf(buf, sizeof buf, "memory %g MiB", mem);
+        what = buf;
+      }
+      if (cpus > 0) {
+        std::snprintf(buf, sizeof buf, "cpus %g", cpus);
+        what += std::string(what.empty() ? "" : ", ") + buf;
+      }
       p.limits.description = "runc linux.resources (" + (what.empty() ? "none requested" : what) + ")";
     } else {
       const auto& cmd = info.command;

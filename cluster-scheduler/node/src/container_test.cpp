@@ -1,0 +1,125 @@
+// Container tasks end to end: an amd64 busybox image pushed to a real docker-registry, pulled by the runner, run by
+// runc with the host's network, answering HTTP on its assigned port; and an image that does not exist.
+#include <unistd.h>
+
+#include "fixtures/app_image.hpp"
+#include "http/client.hpp"
+#include "registry/client.hpp"
+#include "test_util.hpp"
+#include "testsupport/registry_server.hpp"
+
+using namespace tug;
+using namespace tug::cluster;
+using namespace tug::cluster::node;
+using namespace tug::cluster::node::testing;
+
+namespace {
+
+bool CanRunContainers() {
+  if (::geteuid() != 0 || core::FindInPath("runc").empty()) {
+    WARN("runc containers need root and runc: skipped");
+    return false;
+  }
+  if (oci::HostPlatform().architecture != "amd64" && oci::HostPlatform().architecture != "arm64") {
+    WARN("no busybox image for this host's architecture: skipped");
+    return false;
+  }
+  return true;
+}
+
+std::string DebArch() { return oci::HostPlatform().architecture == "amd64" ? "amd64" : "arm64"; }
+
+}  // namespace
+
+TEST_CASE("a container task from a registry image runs with its command, env, limits and host ports, then is killed") {
+  if (!CanRunContainers()) return;
+  auto reg = testsupport::RegistryServer::Start();
+  REQUIRE(reg);
+  registry::ClientOptions ro;
+  ro.insecure_registries = {(*reg)->host_port()};
+  registry::Client client(ro);
+  auto repo = registry::Reference::Parse((*reg)->host_port() + "/acme/web:1");
+  REQUIRE(repo);
+  fixtures::AppImageSpec spec;
+  spec.archs = {DebArch()};
+  auto pushed = fixtures::PushAppImage(client, *repo, spec);
+  REQUIRE(pushed);
+
+  testsupport::TempDir dir("tug-node");
+  auto runner = OpenRunner(dir.path());
+  const uint32_t port = testsupport::FreeLoopbackPort();
+  auto task = ShellTask("web.c1",
+                        "echo \"hello from $TASK_ID on $PORT0 version $SENSOR_VERSION sandbox $SANDBOX\"; "
+                        "echo written-in-sandbox > $SANDBOX/marker; "
+                        "exec /bin/busybox httpd -f -p $PORT0 -h /app",
+                        {port});
+  task.container.image = repo->ToString();
+  task.resources = Resources::Make(0.5, 64) + Resources::Ports({port});
+  HealthCheck hc;
+  hc.type = HealthCheck::Type::kHttp;
+  hc.path = "/VERSION";
+  hc.grace_period_s = 0;
+  hc.interval_s = 0.3;
+  task.health_check = hc;
+  REQUIRE(runner->Launch(task));
+  testsupport::WaitFor([&] { return runner->Get("web.c1")->healthy == true || IsTerminal(StateOf(*runner, "web.c1")); },
+                       60s);
+  INFO(runner->Get("web.c1")->last.message);
+  REQUIRE(runner->Get("web.c1")->healthy == true);
+  CHECK(StateOf(*runner, "web.c1") == TaskState::kRunning);
+
+  // It answers on the host's port: no network namespace.
+  http::Client http;
+  auto res = http.Call("GET", "http://127.0.0.1:" + std::to_string(port) + "/VERSION");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(res->body == "1\n");
+
+  const std::string sandbox = runner->SandboxOf("web.c1");
+  CHECK(Slurp(sandbox + "/stdout") ==
+        "hello from web.c1 on " + std::to_string(port) + " version 1 sandbox /mnt/sandbox\n");
+  CHECK(Slurp(sandbox + "/marker") == "written-in-sandbox\n");
+  auto v = runner->Get("web.c1");
+  CHECK(v->container);
+  CHECK(v->limits == "runc linux.resources (memory 64 MiB, cpus 0.5)");
+  const std::string config = Slurp(dir.path() + "/containers/web.c1/config.json");
+  CHECK(config.find("\"limit\": 67108864") != std::string::npos);
+  CHECK(config.find("\"quota\": 50000") != std::string::npos);
+
+  REQUIRE(runner->Kill("web.c1"));
+  REQUIRE(WaitTerminal(*runner, "web.c1", 20s));
+  CHECK(StateOf(*runner, "web.c1") == TaskState::kKilled);
+  CHECK(testsupport::WaitFor([&] { return !core::DefaultEnv()->Exists(dir.path() + "/containers/web.c1"); }, 10s));
+  auto gone = http.Call("GET", "http://127.0.0.1:" + std::to_string(port) + "/VERSION");
+  CHECK(!gone);
+
+  // A second task from the same image reuses the cached layers and runs the image's own entrypoint.
+  auto again = ShellTask("web.c2", "", {});
+  again.container.image = repo->ToString();
+  REQUIRE(runner->Launch(again));
+  REQUIRE(WaitState(*runner, "web.c2", TaskState::kRunning, 60s));
+  CHECK(testsupport::WaitFor(
+      [&] { return Slurp(runner->SandboxOf("web.c2") + "/stdout").find("sensor v1 starting") != std::string::npos; },
+      10s));
+  REQUIRE(runner->Kill("web.c2"));
+  REQUIRE(WaitTerminal(*runner, "web.c2", 20s));
+  CHECK(StateOf(*runner, "web.c2") == TaskState::kKilled);
+}
+
+TEST_CASE("a container task whose image does not exist fails naming the reference and the registry's answer") {
+  if (!CanRunContainers()) return;
+  auto reg = testsupport::RegistryServer::Start();
+  REQUIRE(reg);
+  testsupport::TempDir dir("tug-node");
+  auto runner = OpenRunner(dir.path());
+  auto task = ShellTask("ghost", "true");
+  task.container.image = (*reg)->host_port() + "/acme/missing:1";
+  REQUIRE(runner->Launch(task));
+  REQUIRE(WaitState(*runner, "ghost", TaskState::kFailed, 30s));
+  auto v = runner->Get("ghost");
+  INFO(v->last.message);
+  CHECK(v->last.message.rfind("pulling " + task.container.image + ": ", 0) == 0);
+  CHECK(v->last.message.find("404") != std::string::npos);
+  CHECK(v->last.reason == "REASON_CONTAINER_LAUNCH_FAILED");
+  CHECK(StateNames(UpdatesOf(*runner, "ghost")) == std::vector<std::string>{"TASK_STARTING", "TASK_FAILED"});
+}
