@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -407,7 +408,9 @@ TEST_CASE("An instance that fails its health check is added but gets no traffic 
   CHECK(Sample(port, 10) == std::map<std::string, size_t>{{"backend b1", 10}});
 }
 
-TEST_CASE("A rolling swap of every instance under load fails no request") {
+// Replaces 3 instances one by one (new one added and healthy, old one drained, removed and killed) while `clients`
+// send requests back to back (true = keep-alive); every request must succeed and the worker must stay the same.
+void RollingSwap(const std::string& mode, const std::vector<bool>& clients, const std::string& label) {
   testsupport::TempDir dir("tug-gateway");
   const uint16_t port = testsupport::FreeLoopbackPort();
   // 2 ms per answer: requests are in flight on the instance being drained.
@@ -415,31 +418,42 @@ TEST_CASE("A rolling swap of every instance under load fails no request") {
   for (int i = 1; i <= 3; ++i) old_gen.push_back(std::make_unique<TestBackend>("v1-" + std::to_string(i), 2ms));
   std::vector<const TestBackend*> live;
   for (auto& b : old_gen) live.push_back(b.get());
+  auto service = [&] {
+    Service s = Web(port, live);
+    s.mode = mode;
+    return s;
+  };
   GatewayConfig cfg;
-  cfg.services.push_back(Web(port, live));
+  cfg.services.push_back(service());
   auto gw = HaproxyGateway::Start(dir.path(), FastOptions(), cfg);
   REQUIRE(gw);
   INFO((*gw)->LogTail());
   auto worker = (*gw)->WorkerPid();
   REQUIRE(worker);
 
-  // Two clients closing after each request, two keeping their connection alive.
-  Load load(port, {false, false, true, true});
+  using Ms = std::chrono::milliseconds;
+  Ms add_max{0}, remove_max{0};
+  Load load(port, clients);
   load.Pass(200);
   for (int i = 0; i < 3; ++i) {
     // Surge: the new instance joins and passes its checks before anything leaves.
     new_gen.push_back(std::make_unique<TestBackend>("v2-" + std::to_string(i + 1), 2ms));
     live.push_back(new_gen.back().get());
-    cfg.services[0] = Web(port, live);
+    cfg.services[0] = service();
+    auto t0 = std::chrono::steady_clock::now();
     auto add = (*gw)->Apply(cfg);
+    add_max = std::max(add_max, std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - t0));
     REQUIRE(add);
     CHECK(add->added.size() == 1);
     CHECK(add->not_ready.empty());
+    CHECK_FALSE(add->reloaded);
     load.Pass(200);
     // Then the old one is drained, removed and killed.
     live.erase(std::find(live.begin(), live.end(), old_gen[static_cast<size_t>(i)].get()));
-    cfg.services[0] = Web(port, live);
+    cfg.services[0] = service();
+    t0 = std::chrono::steady_clock::now();
     auto remove = (*gw)->Apply(cfg);
+    remove_max = std::max(remove_max, std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - t0));
     REQUIRE(remove);
     CHECK(remove->removed.size() == 1);
     CHECK(remove->drain_timed_out.empty());
@@ -448,13 +462,24 @@ TEST_CASE("A rolling swap of every instance under load fails no request") {
     load.Pass(200);
   }
   auto totals = load.Stop();
-  std::fprintf(stderr, "rolling swap (3 of 3 instances, 2 close + 2 keep-alive clients): %s\n",
+  std::fprintf(stderr, "rolling swap, %s (3 of 3 instances; Apply add <= %lld ms, remove <= %lld ms): %s\n",
+               label.c_str(), static_cast<long long>(add_max.count()), static_cast<long long>(remove_max.count()),
                Describe(totals).c_str());
   CHECK(totals.failed == 0);
   CHECK(totals.sent >= 1400);
   for (int i = 1; i <= 3; ++i) CHECK(totals.by_body["backend v2-" + std::to_string(i)] > 0);
   CHECK(*(*gw)->WorkerPid() == *worker);
   CHECK(Bodies(Sample(port, 9)) == std::set<std::string>{"backend v2-1", "backend v2-2", "backend v2-3"});
+}
+
+TEST_CASE("A rolling swap of every instance under load fails no request") {
+  RollingSwap("http", {false, false, true, true}, "http, 2 close + 2 keep-alive clients");
+}
+
+// In tcp mode a connection stays on its instance, so clients here open one connection per request; a keep-alive
+// connection would last until drain_timeout and then die with its instance (docs/gateway.md).
+TEST_CASE("A rolling swap of a tcp service fails no connection") {
+  RollingSwap("tcp", {false, false}, "tcp, 2 clients with a connection per request");
 }
 
 TEST_CASE("An instance that dies before the gateway hears of it costs no request: HAProxy retries elsewhere") {
@@ -571,6 +596,29 @@ TEST_CASE("Adding and removing services reloads seamlessly without failing reque
   CHECK((*gw)->reloads() == kReloads);
   // The runtime change survived every reload: b2 never answered after it.
   CHECK(Bodies(totals.by_body) == std::set<std::string>{"backend b1", "backend b4"});
+}
+
+TEST_CASE("Changing a service's port and health path reloads it with its instances kept") {
+  testsupport::TempDir dir("tug-gateway");
+  const uint16_t port = testsupport::FreeLoopbackPort(), moved = testsupport::FreeLoopbackPort();
+  TestBackend b1("b1"), b2("b2");
+  GatewayConfig cfg;
+  cfg.services.push_back(Web(port, {&b1, &b2}));
+  auto gw = HaproxyGateway::Start(dir.path(), FastOptions(), cfg);
+  REQUIRE(gw);
+  cfg.services[0].frontend_port = moved;
+  cfg.services[0].health_path = "/ready";
+  auto r = (*gw)->Apply(cfg);
+  REQUIRE(r);
+  CHECK(r->reloaded);
+  CHECK(r->added.empty());
+  CHECK(r->removed.empty());
+  CHECK(Bodies(Sample(moved, 4)) == std::set<std::string>{"backend b1", "backend b2"});
+  CHECK(testsupport::HttpGetStatus(port, "/", 1s) == 0);
+  auto text = core::DefaultEnv()->ReadFile((*gw)->config_path());
+  REQUIRE(text);
+  CHECK(text->find("option httpchk GET /ready") != std::string::npos);
+  CHECK((*gw)->current().services.at(0).frontend_port == moved);
 }
 
 TEST_CASE("A pool too small for the instances grows with one seamless reload") {
@@ -693,6 +741,23 @@ TEST_CASE("Bad input and a broken environment give clear errors") {
     REQUIRE_FALSE(second);
     CHECK(second.error().Is(Errc::kAlreadyExists));
   }
+}
+
+TEST_CASE("A crashed worker takes the master down and Apply reports the gateway unavailable") {
+  testsupport::TempDir dir("tug-gateway");
+  TestBackend b1("b1");
+  GatewayConfig cfg;
+  cfg.services.push_back(Web(testsupport::FreeLoopbackPort(), {&b1}));
+  auto gw = HaproxyGateway::Start(dir.path(), FastOptions(), cfg);
+  REQUIRE(gw);
+  auto worker = (*gw)->WorkerPid();
+  REQUIRE(worker);
+  ::kill(*worker, SIGKILL);
+  REQUIRE(testsupport::WaitFor([&] { return Gone((*gw)->master_pid()); }, 5s));
+  auto r = (*gw)->Apply(cfg);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().Is(Errc::kUnavailable));
+  CHECK(r.error().Message().find("haproxy is not running") != std::string::npos);
 }
 
 TEST_CASE("Stop ends the master and every worker it started, and is idempotent") {
