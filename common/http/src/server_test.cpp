@@ -131,3 +131,28 @@ TEST_CASE("http stream ends (OnClose runs) when the client goes away") {
   REQUIRE(testsupport::WaitFor([&] { return f.closed == 1; }, 5s));
   CHECK(f.last_stream->closed());
 }
+
+TEST_CASE("http streamed record reaches the client's sink at once, not with the next record") {
+  Fixture f;
+  f.Run();
+  http::Client c;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration first{};
+  http::RecordIoDecoder dec;
+  http::BodySink sink = [&](const http::ClientResponse&, std::string_view chunk) -> Status {
+    auto recs = dec.Feed(chunk);
+    if (recs && !recs->empty()) {
+      first = std::chrono::steady_clock::now() - t0;
+      return MakeError(Errc::kCancelled, "got it");
+    }
+    return {};
+  };
+  std::thread closer([&] {
+    std::this_thread::sleep_for(3s);
+    if (f.last_stream) f.last_stream->Close();
+  });
+  (void)c.Call("POST", f.Base() + "/stream", "", {}, &sink);
+  closer.join();
+  CHECK(first > std::chrono::steady_clock::duration{});
+  CHECK(first < 1s);
+}

@@ -94,6 +94,9 @@ class SimAgent {
   bool Register(const nlohmann::json& tasks = nlohmann::json::array(),
                 const nlohmann::json& task_infos = nlohmann::json::array());
   void Disconnect();
+  // Asks the stream reader to end at its next event (heartbeats bound it), without waiting: call it on many agents
+  // before destroying them so they wind down together.
+  void RequestStop() { stop_ = true; }
   void set_master(std::string url);
   // Stop/resume answering heartbeats (a frozen node).
   void set_heartbeats(bool on) { heartbeats_ = on; }
