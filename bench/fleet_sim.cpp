@@ -17,6 +17,7 @@
 //   --state-each          publish a state after every transition, like the daemon does (default: only at the end)
 //   --tls-devices         devices connect to the mutual-TLS listener (each gets a certificate; slow to set up)
 //   --max-queued Q        Mosquitto max_queued_messages (per client; the project default is 1000)
+//   --max-inflight I      Mosquitto max_inflight_messages (per client; the project default is 20)
 //   --rollout-timeout S   give up on a rollout after S seconds (default 300)
 //   --connect-window W    at most W device connects in flight at once (default 256)
 //   --variants LIST       comma list of "1" (one 100% phase) and "3" (1%/50%/100%), default "1,3"
@@ -76,6 +77,7 @@ struct Options {
   bool state_each = false;
   bool tls_devices = false;
   int max_queued = 1000;
+  int max_inflight = 20;
   int rollout_timeout_s = 300;
   int connect_window = 256;
   std::vector<int> variants{1, 3};
@@ -374,6 +376,7 @@ struct RolloutResult {
   Mem ctrl_after;
   double ctrl_cpu = 0;  // controller CPU seconds spent during the rollout
   double broker_cpu = 0;
+  double sim_cpu = 0;  // simulator worker processes, summed
 };
 
 struct RunResult {
@@ -396,6 +399,7 @@ RunResult RunOnce(const Options& opts, int n) {
   std::fprintf(stderr, "== N=%d\n", n);
   testsupport::MosquittoServerOptions bo;
   bo.max_queued_messages = opts.max_queued;
+  bo.max_inflight_messages = opts.max_inflight;
   auto broker = Must(testsupport::MosquittoServer::Start(bo), "mosquitto");
   testsupport::TempDir dir("tug-fleet-sim");
 
@@ -522,6 +526,8 @@ RunResult RunOnce(const Options& opts, int n) {
     const uint64_t msgs0 = c.published.load() + c.received.load();
     const uint64_t reports0 = c.succeeded_reports.load();
     const double ccpu0 = CpuSeconds(controller.pid()), bcpu0 = CpuSeconds(broker->pid());
+    double scpu0 = 0;
+    for (pid_t p : children) scpu0 += CpuSeconds(p);
     Stopwatch rsw;
     auto created = MustJson(Http(http_port, "POST", "/api/v1/rollouts", token, spec.dump()), 201, "rollout");
     const std::string id = created["id"];
@@ -553,6 +559,8 @@ RunResult RunOnce(const Options& opts, int n) {
     rr.ctrl_after = ReadMem(controller.pid());
     rr.ctrl_cpu = CpuSeconds(controller.pid()) - ccpu0;
     rr.broker_cpu = CpuSeconds(broker->pid()) - bcpu0;
+    for (pid_t p : children) rr.sim_cpu += CpuSeconds(p);
+    rr.sim_cpu -= scpu0;
     std::fprintf(stderr, "rollout %s: %s after %.1fs %s\n", id.c_str(), rr.final_state.c_str(), rr.seconds,
                  rr.counts.dump().c_str());
     res.rollouts.push_back(rr);
@@ -582,6 +590,7 @@ constexpr const char* kUsage =
     "  --state-each          publish a state after every transition, like the daemon does (default: only at the end)\n"
     "  --tls-devices         devices connect to the mutual-TLS listener (each gets a certificate; slow to set up)\n"
     "  --max-queued Q        Mosquitto max_queued_messages (per client; the project default is 1000)\n"
+    "  --max-inflight I      Mosquitto max_inflight_messages (per client; the project default is 20)\n"
     "  --rollout-timeout S   give up on a rollout after S seconds (default 300)\n"
     "  --connect-window W    at most W device connects in flight at once (default 256)\n"
     "  --variants LIST       comma list of \"1\" (one 100% phase) and \"3\" (1%/50%/100%), default \"1,3\"\n"
@@ -623,6 +632,7 @@ int main(int argc, char** argv) {
     else if (a == "--state-each") o.state_each = true;
     else if (a == "--tls-devices") o.tls_devices = true;
     else if (a == "--max-queued") o.max_queued = std::stoi(next());
+    else if (a == "--max-inflight") o.max_inflight = std::stoi(next());
     else if (a == "--rollout-timeout") o.rollout_timeout_s = std::stoi(next());
     else if (a == "--connect-window") o.connect_window = std::stoi(next());
     else if (a == "--variants") {
@@ -642,26 +652,26 @@ int main(int argc, char** argv) {
   for (int n : o.sizes) results.push_back(RunOnce(o, n));
 
   std::printf("Devices on the %s listener (%s), controller over mutual TLS, device reports %s, %s state%s, "
-              "Mosquitto max_queued_messages %d.\n\n",
+              "Mosquitto max_queued_messages %d, max_inflight_messages %d.\n\n",
               o.tls_devices ? "mutual-TLS" : "plain loopback", o.tls_devices ? "with the fleet ACL" : "no ACL",
               o.delay_ms ? ("after " + std::to_string(o.delay_ms) + " ms").c_str() : "at once",
               o.state_each ? "a" : "one", o.state_each ? " after every transition" : " at the end",
-              o.max_queued);
+              o.max_queued, o.max_inflight);
   Header({"devices", "connect all (s)", "controller lists all online (s)", "rollout", "result",
           "create -> rollout succeeded (s)", "create -> last device reported (s)", "devices/min", "vs AWS IoT Jobs 1,000/min", "messages/s (sim side)",
-          "controller CPU (s)", "broker CPU (s)"});
+          "controller CPU (s)", "broker CPU (s)", "simulator CPU (s)"});
   for (const auto& r : results) {
     if (!r.registered)
       Row({std::to_string(r.n), Fmt(1, r.connect_seconds),
            "only " + std::to_string(r.online) + " of " + std::to_string(r.n) + " after " + Fmt(0, r.register_seconds),
-           "-", "not started", "-", "-", "-", "-", "-", "-", "-"});
+           "-", "not started", "-", "-", "-", "-", "-", "-", "-", "-"});
     for (const auto& rr : r.rollouts) {
       const double per_min = rr.succeeded ? r.n / rr.seconds * 60 : 0;
       Row({std::to_string(r.n), Fmt(1, r.connect_seconds), Fmt(1, r.register_seconds), rr.variant,
            rr.succeeded ? "succeeded" : rr.final_state + " " + rr.counts.dump(), Fmt(1, rr.seconds),
            Fmt(1, rr.last_report_seconds),
            rr.succeeded ? Fmt(0, per_min) : "-", rr.succeeded ? Fmt(1, per_min / 1000.0) + "x" : "-",
-           Fmt(0, rr.messages / rr.seconds), Fmt(1, rr.ctrl_cpu), Fmt(1, rr.broker_cpu)});
+           Fmt(0, rr.messages / rr.seconds), Fmt(1, rr.ctrl_cpu), Fmt(1, rr.broker_cpu), Fmt(1, rr.sim_cpu)});
     }
   }
   std::printf("\n");
