@@ -241,42 +241,50 @@ Result<HaproxyGateway::Changes> HaproxyGateway::AddToSlots(const Changes& adds, 
       // The slot is in maintenance: point it at the instance, then enable it with weight 0 and its health forced
       // down, so it gets no request until HAProxy's own checks (rise successes) bring it up. Leaving maintenance
       // alone would mark it up before the first check.
-      TUG_TRY(Command("set server " + server + " addr " + b.host + " port " + std::to_string(b.port)));
+      Status st = Command("set server " + server + " addr " + b.host + " port " + std::to_string(b.port));
+      if (st) st = Command("set server " + server + " weight 0");
+      if (st) st = Command("set server " + server + " state ready");
+      if (st) st = Command("set server " + server + " health down");
+      if (!st) {
+        // Back to a free slot (best effort), so that the next Apply adds the instance again instead of taking a
+        // half-configured slot for done.
+        (void)Command("set server " + server + " state maint");
+        return tl::unexpected(Wrap(st.error(), "adding " + Named(name, b)));
+      }
       pool.slots[i] = b;
-      TUG_TRY(Command("set server " + server + " weight 0"));
-      TUG_TRY(Command("set server " + server + " state ready"));
-      TUG_TRY(Command("set server " + server + " health down"));
       placed.push_back({name, i, b});
     }
   }
   if (placed.empty()) return leftover;
 
+  // Wait for the checks. Errors reading the stats only shorten the wait: every placed slot must end with weight 1,
+  // or it would sit in the model as present while never receiving traffic.
   std::vector<bool> up(placed.size(), false);
   size_t left = placed.size();
   const auto deadline = Clock::now() + opts_.ready_timeout;
   for (;;) {
-    TUG_ASSIGN_OR_RETURN(auto text, RuntimeLocked("show stat", opts_.command_timeout));
-    TUG_ASSIGN_OR_RETURN(auto rows, detail::ParseShowStat(text));
-    for (size_t k = 0; k < placed.size(); ++k) {
+    auto text = RuntimeLocked("show stat", opts_.command_timeout);
+    auto rows = text ? detail::ParseShowStat(*text) : Result<std::vector<detail::StatRow>>(tl::unexpected(text.error()));
+    for (size_t k = 0; rows && k < placed.size(); ++k) {
       if (up[k]) continue;
       const std::string be = detail::BackendName(placed[k].service), sv = detail::SlotName(placed[k].slot);
-      auto row = std::find_if(rows.begin(), rows.end(), [&](const auto& r) { return r.proxy == be && r.server == sv; });
-      if (row == rows.end() || row->status != "UP") continue;
-      TUG_TRY(Command("set server " + be + "/" + sv + " weight 1"));
+      auto row = std::find_if(rows->begin(), rows->end(), [&](const auto& r) { return r.proxy == be && r.server == sv; });
+      if (row == rows->end() || row->status != "UP") continue;
       up[k] = true;
       --left;
     }
     if (left == 0 || Clock::now() >= deadline) break;
     std::this_thread::sleep_for(kPoll);
   }
+  Status failed;
   for (size_t k = 0; k < placed.size(); ++k) {
+    const std::string server = detail::BackendName(placed[k].service) + "/" + detail::SlotName(placed[k].slot);
+    // Instances still failing their checks are desired all the same: they take traffic once the checks pass.
+    if (auto st = Command("set server " + server + " weight 1"); !st && failed) failed = st;
     out.added.push_back(Named(placed[k].service, placed[k].backend));
-    if (up[k]) continue;
-    // Desired all the same: it takes traffic as soon as its checks pass.
-    TUG_TRY(Command("set server " + detail::BackendName(placed[k].service) + "/" + detail::SlotName(placed[k].slot) +
-                    " weight 1"));
-    out.not_ready.push_back(Named(placed[k].service, placed[k].backend));
+    if (!up[k]) out.not_ready.push_back(Named(placed[k].service, placed[k].backend));
   }
+  if (!failed) return tl::unexpected(failed.error());
   return leftover;
 }
 
