@@ -61,11 +61,14 @@ struct Cluster {
   std::unique_ptr<services::ServicesFramework> fw;
   Rest rest;
 
-  explicit Cluster(int n, std::chrono::milliseconds healthy_after = 0ms) {
+  services::GatewaySink* sink = nullptr;
+
+  explicit Cluster(int n, std::chrono::milliseconds healthy_after = 0ms, services::GatewaySink* gateway = nullptr)
+      : sink(gateway) {
     for (int i = 1; i <= n; ++i) {
       AutoAgent::Options o;
       o.hostname = "node-" + std::to_string(i);
-      o.attributes = {{"zone", i % 2 ? "a" : "b"}};
+      o.attributes = {{"zone", i % 2 ? "a" : "b"}, {"ip", "127.0.0." + std::to_string(i)}};
       o.healthy_after = healthy_after;
       agents.push_back(std::make_unique<AutoAgent>(master.url(), o, &observer));
       agents.back()->Register();
@@ -76,7 +79,11 @@ struct Cluster {
     if (fw) fw->Stop();
   }
   void StartServices() {
-    auto f = services::ServicesFramework::Start(Options(master.url(), dir.Sub("state")));
+    auto opts = Options(master.url(), dir.Sub("state"));
+    opts.gateway = sink;
+    opts.scheduler.gateway = sink != nullptr;
+    opts.scheduler.drain_s = 0.2;
+    auto f = services::ServicesFramework::Start(opts);
     REQUIRE(f);
     fw = std::move(*f);
     rest.base = fw->url();
@@ -98,6 +105,39 @@ struct Cluster {
       if (a->hostname() == host) return a.get();
     return nullptr;
   }
+};
+
+// A gateway that takes a while to apply (as HAProxy draining does) and remembers what it serves.
+class RecordingSink : public services::GatewaySink {
+ public:
+  Status Apply(const std::vector<services::GatewayService>& services) override {
+    std::this_thread::sleep_for(150ms);
+    std::lock_guard lock(mu_);
+    last_ = services;
+    serving_.clear();
+    for (const auto& s : services)
+      for (const auto& b : s.backends) serving_.insert(b.task_id);
+    applies_++;
+    return {};
+  }
+  bool Serving(const std::string& task_id) {
+    std::lock_guard lock(mu_);
+    return serving_.count(task_id) > 0;
+  }
+  std::vector<services::GatewayService> last() {
+    std::lock_guard lock(mu_);
+    return last_;
+  }
+  size_t applies() {
+    std::lock_guard lock(mu_);
+    return applies_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<services::GatewayService> last_;
+  std::set<std::string> serving_;
+  size_t applies_ = 0;
 };
 
 json App(const std::string& id, int instances) {
@@ -393,4 +433,62 @@ TEST_CASE("services: a restarted cluster-services resumes as the same framework 
   auto state = c.master.State();
   REQUIRE(state["frameworks"].size() == 1);
   CHECK(state["frameworks"][0]["id"] == fid);
+}
+
+TEST_CASE("services: the gateway lists exactly the healthy instances, and drops each one before it is killed") {
+  RecordingSink sink;
+  std::atomic<int> killed_while_serving{0};
+  std::atomic<int> kills{0};
+  Cluster c(3, /*healthy_after=*/200ms, &sink);
+  c.observer.on_kill = [&](const std::string& id) {
+    kills++;
+    if (sink.Serving(id)) killed_while_serving++;
+  };
+  json app = App("/web", 3);
+  app["gateway"] = {{"port", 10080}, {"mode", "http"}};
+  app["healthChecks"] = json::array({{{"protocol", "HTTP"}, {"path", "/health"}, {"portIndex", 0}}});
+  app["upgradeStrategy"] = {{"minimumHealthCapacity", 1.0}, {"maximumOverCapacity", 0.34}};
+  c.Create(app);
+  REQUIRE(c.Deployed());
+  auto backends = [&] {
+    std::map<std::string, std::string> out;  // task id -> host:port
+    for (const auto& s : sink.last())
+      for (const auto& b : s.backends) out[b.task_id] = b.host + ":" + std::to_string(b.port);
+    return out;
+  };
+  REQUIRE(WaitFor([&] { return backends().size() == 3; }, 5s));
+  auto last = sink.last();
+  REQUIRE(last.size() == 1);
+  CHECK(last[0].name == "web");
+  CHECK(last[0].frontend_port == 10080);
+  CHECK(last[0].health_path == "/health");
+  for (const auto& t : c.Tasks("/web")) {
+    const std::string id = t["id"];
+    REQUIRE(backends().count(id));
+    CHECK(backends()[id] == t["address"].get<std::string>() + ":" + std::to_string(t["ports"][0].get<int>()));
+    CHECK(t["address"].get<std::string>().rfind("127.0.0.", 0) == 0);
+  }
+
+  // Rolling upgrade: every old instance leaves the gateway (and the apply finishes) before its KILL arrives.
+  REQUIRE(c.rest.Call("PUT", "/v2/apps/web", json{{"env", {{"V", "2"}}}}).status == 200);
+  REQUIRE(c.Deployed(30s));
+  REQUIRE(WaitFor([&] { return backends().size() == 3; }, 5s));
+  CHECK(kills == 3);
+  CHECK(killed_while_serving == 0);
+  std::set<std::string> running;
+  for (const auto& t : c.Tasks("/web")) running.insert(t["id"]);
+  for (const auto& [id, hp] : backends()) CHECK(running.count(id));
+
+  // Scale down: the same order.
+  REQUIRE(c.rest.Call("PUT", "/v2/apps/web", json{{"instances", 1}}).status == 200);
+  REQUIRE(c.Deployed());
+  CHECK(kills == 5);
+  CHECK(killed_while_serving == 0);
+  REQUIRE(WaitFor([&] { return backends().size() == 1; }, 5s));
+
+  // Deleted: the service leaves the gateway.
+  REQUIRE(c.rest.Call("DELETE", "/v2/apps/web").status == 200);
+  REQUIRE(c.Deployed());
+  REQUIRE(WaitFor([&] { return sink.last().empty(); }, 5s));
+  CHECK(killed_while_serving == 0);
 }

@@ -150,11 +150,16 @@ class ClusterObserver {
     if (alive_.count(id)) healthy_.insert(id);
   }
   void Killed(const std::string& id) {
-    std::lock_guard lock(mu_);
-    alive_.erase(id);
-    healthy_.erase(id);
-    min_healthy_ = std::min(min_healthy_, healthy_.size());
+    {
+      std::lock_guard lock(mu_);
+      alive_.erase(id);
+      healthy_.erase(id);
+      min_healthy_ = std::min(min_healthy_, healthy_.size());
+    }
+    if (on_kill) on_kill(id);
   }
+  // Called (on an agent's thread) as a KILL arrives, before the agent reports TASK_KILLED. Set before agents start.
+  std::function<void(const std::string& task_id)> on_kill;
   // Extremes are measured from now on.
   void ResetExtremes() {
     std::lock_guard lock(mu_);
