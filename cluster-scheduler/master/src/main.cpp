@@ -17,6 +17,7 @@
 #include "etcd/election.hpp"
 #include "http/server.hpp"
 #include "master/master.hpp"
+#include "master/etcd_state_store.hpp"
 #include "master/state_store.hpp"
 
 namespace asio = boost::asio;
@@ -25,41 +26,6 @@ using namespace tug::cluster::master;
 using namespace std::chrono_literals;
 
 namespace {
-
-// State in etcd; every write fenced by the current leader term (a deposed master's writes are refused).
-class EtcdStateStore : public StateStore {
- public:
-  explicit EtcdStateStore(etcd::Client& client) : client_(client) {}
-  // Set once the election exists (the master writes only while leading, i.e. after that).
-  void set_election(etcd::LeaderElection* e) { election_ = e; }
-
-  Status Commit(const std::vector<StoreOp>& ops) override {
-    // etcd limits a transaction to 128 operations by default: big batches go in several fenced transactions
-    // (each all-or-nothing; the master's writes are idempotent documents, so a partial batch is harmless).
-    constexpr size_t kChunk = 100;
-    for (size_t i = 0; i < ops.size(); i += kChunk) {
-      std::vector<etcd::Op> chunk;
-      for (size_t k = i; k < std::min(ops.size(), i + kChunk); ++k)
-        chunk.push_back(ops[k].value ? etcd::Op::Put(ops[k].key, *ops[k].value) : etcd::Op::Delete(ops[k].key));
-      if (!election_) return MakeError(Errc::kPolicy, "not campaigning");
-      auto ok = election_->CommitIfLeader(chunk);
-      if (!ok) return tl::unexpected(ok.error());
-      if (!*ok) return MakeError(Errc::kPolicy, "etcd refused the write: this master's leader term is over");
-    }
-    return {};
-  }
-  Result<std::map<std::string, std::string>> Load(const std::string& prefix) override {
-    auto kvs = client_.Range(prefix);
-    if (!kvs) return tl::unexpected(kvs.error());
-    std::map<std::string, std::string> out;
-    for (auto& kv : *kvs) out[kv.key] = std::move(kv.value);
-    return out;
-  }
-
- private:
-  etcd::Client& client_;
-  etcd::LeaderElection* election_ = nullptr;
-};
 
 std::vector<std::string> SplitComma(const std::string& s) {
   std::vector<std::string> out;
