@@ -160,7 +160,11 @@ std::string MasterLink::RegisterBody() const {
     std::lock_guard<std::mutex> lock(mu_);
     info.id = agent_id_;
   }
-  json tasks = json::array(), unacked = json::array();
+  json tasks = json::array(), infos = json::array(), unacked = json::array();
+  for (auto t : runner_.ActiveTaskInfos()) {
+    t.agent_id = info.id;
+    infos.push_back(ToJson(t));
+  }
   for (auto s : runner_.LatestStatuses()) {
     s.agent_id = info.id;
     s.uuid.clear();  // "tasks" reports states; the updates that need acknowledging are in "unacknowledged"
@@ -171,7 +175,8 @@ std::string MasterLink::RegisterBody() const {
     unacked.push_back(ToJson(s));
   }
   return json{{"type", "REGISTER"},
-              {"register", {{"agent_info", ToJson(info)}, {"tasks", tasks}, {"unacknowledged", unacked}}}}
+              {"register",
+               {{"agent_info", ToJson(info)}, {"tasks", tasks}, {"task_infos", infos}, {"unacknowledged", unacked}}}}
       .dump();
 }
 

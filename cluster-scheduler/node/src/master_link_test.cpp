@@ -274,6 +274,12 @@ TEST_CASE("after heartbeat loss the node registers again with the same agent id 
   CHECK(reg["tasks"][0]["task_id"]["value"] == "long");
   CHECK(reg["tasks"][0]["state"] == "TASK_RUNNING");
   CHECK(reg["tasks"][0]["agent_id"]["value"] == "agent-1");
+  REQUIRE(reg["task_infos"].size() == 1);
+  auto info = TaskInfoFromJson(reg["task_infos"][0], "task_infos[0]");
+  REQUIRE(info);
+  CHECK(info->task_id == "long");
+  CHECK(info->framework_id == "fw-1");
+  CHECK(info->command.value == "exec sleep 1000");
   CHECK(reg["unacknowledged"].empty());
   CHECK(runner->Get("long")->pid == pid);
   CHECK(Alive(pid));

@@ -1042,6 +1042,14 @@ std::vector<TaskStatus> TaskRunner::LatestStatuses() const {
   return out;
 }
 
+std::vector<TaskInfo> TaskRunner::ActiveTaskInfos() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<TaskInfo> out;
+  for (const auto& [id, t] : impl_->tasks)
+    if (!IsTerminal(t->state) && !t->silent && !t->foreign) out.push_back(t->info);
+  return out;
+}
+
 std::vector<TaskStatus> TaskRunner::Unacknowledged() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<TaskStatus> out;

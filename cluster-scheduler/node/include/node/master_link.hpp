@@ -1,7 +1,7 @@
 // MasterLink: the node's side of the agent protocol (docs/cluster-node.md) against a list of masters, one of which
 // leads.
 //
-//   POST {master}/api/v1/agent {"type":"REGISTER",...}  -> 200, header Mesos-Stream-Id, RecordIO stream of events:
+//   POST {master}/api/v1/agent {"type":"REGISTER",...}  (agent_info, tasks, task_infos, unacknowledged) -> 200, header Mesos-Stream-Id, RecordIO stream of events:
 //        REGISTERED (first; the agent id is persisted), LAUNCH, KILL, ACKNOWLEDGE, HEARTBEAT, SHUTDOWN
 //   POST {leader}/api/v1/agent {"type":"UPDATE",...} and {"type":"HEARTBEAT",...} with the stream id -> 202
 //

@@ -116,6 +116,8 @@ class TaskRunner {
   std::optional<TaskView> Get(const std::string& task_id) const;
   // The latest status of every non-terminal task (for REGISTER's "tasks").
   std::vector<TaskStatus> LatestStatuses() const;
+  // The TaskInfo of every non-terminal task (for REGISTER's "task_infos").
+  std::vector<TaskInfo> ActiveTaskInfos() const;
   // Every pending update, oldest first within a task (for REGISTER's "unacknowledged" and re-sending).
   std::vector<TaskStatus> Unacknowledged() const;
 
