@@ -846,6 +846,9 @@ struct Scheduler::Impl {
   // ---- the pass every entry point ends with ----
 
   void Pass() {
+    // Tasks of an app we no longer have (its stored definition did not load) must not run unsupervised.
+    for (auto& [id, t] : tasks)
+      if (!t.kill_wanted && !IsTerminal(t.state) && !apps.count(t.app_id)) WantKill(t, "its app " + t.app_id + " is unknown");
     for (auto& [id, a] : apps) Converge(a);
     UpdateDeployments();
     if (must_save) Save();

@@ -514,3 +514,18 @@ TEST_CASE("scheduler: deleting an app kills its instances and forgets it once th
   for (const auto& e : sim.events) types_seen = types_seen || e["type"] == "app_deleted";
   CHECK(types_seen);
 }
+
+TEST_CASE("scheduler: tasks of an app whose stored definition no longer loads are killed") {
+  Sim sim(1);
+  json doc{{"format", 1},
+           {"frameworkId", "f-1"},
+           {"apps", json::array({{{"definition", {{"id", "/Bad App"}, {"cmd", "x"}}}, {"version", "v"}}})},
+           {"tasks", json::array({{{"id", "bad.1"}, {"appId", "/Bad App"}, {"agentId", "a1"}, {"state", "TASK_RUNNING"}}})}};
+  REQUIRE(sim.store.Save(doc));
+  sim.Make();
+  CHECK(sim.s->ListApps()["apps"].empty());
+  sim.Connect();
+  CHECK(sim.driver.Count("KILL") == 1);
+  sim.s->OnEvent(UpdateEvent("bad.1", "a1", TaskState::kKilled));
+  CHECK(sim.s->Info()["tasks"] == 0);
+}
