@@ -156,6 +156,8 @@ struct Task {
   bool foreign = false;  // ReportForeign: a record of an update only
   bool launching = false;
   bool cleanup_scheduled = false;
+  // Set by a kill: a launch still pulling its image gives up.
+  std::shared_ptr<std::atomic<bool>> cancel_launch = std::make_shared<std::atomic<bool>>(false);
 };
 
 TaskView ViewOf(const Task& t) {
@@ -419,6 +421,7 @@ class TaskRunner::Impl {
     t.kill_state = final_state;
     t.kill_reason = reason;
     t.kill_message = message;
+    t.cancel_launch->store(true);
     Emit(t, TaskState::kKilling, message);
     if (t.task_pid > 0) {
       SendSignal(t, SIGTERM, actions);
@@ -495,7 +498,8 @@ class TaskRunner::Impl {
   };
 
   Result<Prepared> Prepare(const TaskInfo& info, const std::string& sandbox, const std::string& bundle,
-                           const std::string& container_id, const std::string& dir) {
+                           const std::string& container_id, const std::string& dir,
+                           const std::shared_ptr<std::atomic<bool>>& cancel) {
     auto* env = core::DefaultEnv();
     // A sandbox left by an earlier task with this id (or by an interrupted launch) must not leak its exit status.
     TUG_TRY(env->RemoveAll(sandbox));
@@ -511,7 +515,7 @@ class TaskRunner::Impl {
     if (!info.container.image.empty()) {
       const std::string rootfs = core::JoinPath(bundle, "rootfs");
       auto config = PullImage(info.container.image, info.container.insecure_registry, images_dir, rootfs,
-                              [this] { return stopping.load(); });
+                              [this, cancel] { return stopping.load() || cancel->load(); });
       if (!config) return tl::unexpected(Wrap(config.error(), "pulling " + info.container.image));
       ContainerProcess cp;
       const auto& cmd = info.command;
@@ -589,6 +593,7 @@ class TaskRunner::Impl {
   void LaunchWorker(const std::string& id) {
     TaskInfo info;
     std::string sandbox, bundle, container_id, dir;
+    std::shared_ptr<std::atomic<bool>> cancel;
     {
       std::lock_guard<std::mutex> lock(mu);
       Task* t = Find(id);
@@ -598,24 +603,28 @@ class TaskRunner::Impl {
       bundle = t->bundle;
       container_id = t->container_id;
       dir = t->dir;
+      cancel = t->cancel_launch;
     }
-    auto prepared = Prepare(info, sandbox, bundle, container_id, dir);
+    auto prepared = Prepare(info, sandbox, bundle, container_id, dir, cancel);
     Actions actions;
     {
       std::lock_guard<std::mutex> lock(mu);
       Task* t = Find(id);
       if (!t) return;
       t->launching = false;
-      if (!prepared) {
-        if (stopping && prepared.error().Is(Errc::kCancelled)) {
-          t->launching = true;  // left STARTING without a supervisor: the next runner launches it again
-          return;
+      if (!prepared && stopping && !t->kill_requested && prepared.error().Is(Errc::kCancelled)) {
+        t->launching = true;  // left STARTING without a supervisor: the next runner launches it again
+        return;
+      }
+      if (t->kill_requested) {
+        if (prepared) {
+          auto dirs = prepared->limits.cgroup_dirs;
+          actions.push_back([dirs] { CleanupCgroups(dirs); });
         }
-        Emit(*t, TaskState::kFailed, prepared.error().Message(), kReasonLaunchFailed);
-        ScheduleCleanup(*t, actions);
-      } else if (t->kill_requested) {
-        CleanupCgroups(prepared->limits.cgroup_dirs);
         Emit(*t, t->kill_state, t->kill_message + " (before it started)", t->kill_reason);
+        ScheduleCleanup(*t, actions);
+      } else if (!prepared) {
+        Emit(*t, TaskState::kFailed, prepared.error().Message(), kReasonLaunchFailed);
         ScheduleCleanup(*t, actions);
       } else {
         t->limits = prepared->limits.description;

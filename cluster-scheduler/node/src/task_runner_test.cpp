@@ -256,3 +256,23 @@ TEST_CASE("a TCP health check passes while the port accepts and kills the task a
 TEST_CASE("a COMMAND health check runs in the task's environment and kills it after consecutive failures") {
   CheckHealthLifecycle(HealthCheck::Type::kCommand);
 }
+
+TEST_CASE("a task killed right after its launch ends TASK_KILLED, whether or not it had started") {
+  testsupport::TempDir dir("tug-node");
+  auto runner = OpenRunner(dir.path());
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = "quick-" + std::to_string(i);
+    REQUIRE(runner->Launch(ShellTask(id, "exec sleep 1000")));
+    if (i % 2) std::this_thread::sleep_for(std::chrono::milliseconds(20 * i));
+    REQUIRE(runner->Kill(id));
+  }
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = "quick-" + std::to_string(i);
+    REQUIRE(WaitTerminal(*runner, id, 10s));
+    CHECK(StateOf(*runner, id) == TaskState::kKilled);
+    auto names = StateNames(UpdatesOf(*runner, id));
+    CHECK(names.front() == "TASK_STARTING");
+    CHECK(names.back() == "TASK_KILLED");
+    if (auto pid = runner->Get(id)->pid; pid > 0) CHECK(testsupport::WaitFor([&] { return !Alive(pid); }, 5s));
+  }
+}
