@@ -1,0 +1,98 @@
+// LocalCluster: the cluster scheduler's real processes on this machine for end-to-end tests: a real etcd, two or
+// more cluster-master processes electing a leader through it, cluster-node processes (own work dirs, own port
+// ranges, attributes), and the services and batch frameworks. Every process is started by pid and stopped by pid;
+// every port is picked free; every wait is bounded.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/subprocess.hpp"
+#include "testsupport/etcd_server.hpp"
+#include "testsupport/temp_dir.hpp"
+
+namespace tug::itest {
+
+struct HttpReply {
+  int status = 0;  // 0: no answer
+  std::string body;
+  nlohmann::json Json() const { return nlohmann::json::parse(body, nullptr, false); }
+};
+// One request with a deadline; never throws.
+HttpReply HttpCall(const std::string& method, const std::string& url, const std::string& body = "",
+                   std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
+// A path under the build dir (TUG_BUILD_DIR, set by ctest).
+std::string BuildPath(const std::string& rel);
+
+class LocalCluster {
+ public:
+  struct Master {
+    uint16_t port = 0;
+    std::string url, log;
+    core::Process proc;
+  };
+  struct Node {
+    std::string name, zone, work_dir, log;
+    uint16_t api_port = 0;
+    uint32_t port_begin = 0, port_end = 0;  // task ports
+    core::Process proc;
+  };
+  struct Options {
+    int masters = 2;
+    int nodes = 3;
+    std::string node_resources = "cpus:4;mem:4096";  // ports are added per node
+    uint32_t ports_per_node = 40;
+  };
+
+  // Starts etcd, the masters and the nodes; waits for a leader and for every node to be registered.
+  explicit LocalCluster(Options opts);
+  ~LocalCluster();
+
+  testsupport::TempDir& dir() { return dir_; }
+  std::vector<std::string> master_urls() const;
+  std::string masters_csv() const;
+  Master& master(size_t i) { return masters_[i]; }
+  Node& node(size_t i) { return nodes_[i]; }
+  size_t node_count() const { return nodes_.size(); }
+
+  void StartMaster(size_t i);
+  void StartNode(size_t i);
+  // The leading master's URL ("" when none answers as leader within the timeout).
+  std::string Leader(std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // Index of the leading master, or -1.
+  int LeaderIndex(std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // GET /api/v1/state from the leader.
+  nlohmann::json State();
+  // Nodes the leader sees as connected.
+  int ConnectedNodes();
+  // The node's own view of its tasks (GET /api/v1/tasks).
+  nlohmann::json NodeTasks(size_t i);
+  // Kills the node process with SIGKILL (its tasks live on, supervised).
+  void KillNodeAgent(size_t i);
+  // Kills the node process and every process of its tasks: the machine is gone.
+  void KillNodeMachine(size_t i);
+
+  std::string LogTail(const std::string& path, size_t bytes = 3000) const;
+  // Last lines of every process's log, for failure messages.
+  std::string Diagnostics() const;
+
+ private:
+  Options opts_;
+  testsupport::TempDir dir_;
+  std::unique_ptr<testsupport::EtcdServer> etcd_;
+  std::vector<Master> masters_;
+  std::vector<Node> nodes_;
+};
+
+// A free range of `n` consecutive loopback ports (each checked by binding), away from the ephemeral range.
+uint32_t FreePortRange(uint32_t n);
+
+}  // namespace tug::itest
