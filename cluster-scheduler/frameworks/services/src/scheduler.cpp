@@ -859,6 +859,11 @@ struct Scheduler::Impl {
 
   void Tick() {
     const double now = Now();
+    // A launch that never reached a node (lost LAUNCH) would hold its slot forever: kill it (the node reports an
+    // unknown task as TASK_DROPPED) and start another.
+    for (auto& [id, t] : tasks)
+      if (t.state == TaskState::kStaging && !t.kill_wanted && now - t.staged_at > opts.launch_timeout_s)
+        WantKill(t, "still TASK_STAGING after " + Seconds(opts.launch_timeout_s) + " s");
     for (auto& [id, a] : apps) {
       if (a.backoff_delay == 0) continue;
       for (const auto* t : TasksOf(id)) {

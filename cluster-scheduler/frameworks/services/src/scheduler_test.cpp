@@ -529,3 +529,31 @@ TEST_CASE("scheduler: tasks of an app whose stored definition no longer loads ar
   sim.s->OnEvent(UpdateEvent("bad.1", "a1", TaskState::kKilled));
   CHECK(sim.s->Info()["tasks"] == 0);
 }
+
+TEST_CASE("scheduler: a launch that stays TASK_STAGING past the launch timeout is killed and replaced") {
+  SchedulerOptions o;
+  o.launch_timeout_s = 30;
+  Sim sim(1, o);
+  sim.Connect();
+  REQUIRE(sim.s->CreateApp(json::parse(R"({"id":"/web","cmd":"x","instances":1,"cpus":0.1,"mem":64})")));
+  sim.OfferAll();
+  auto calls = sim.driver.Take();
+  std::string first;
+  for (const auto& c : calls)
+    if (c.type == "ACCEPT") first = c.tasks.at(0).task_id;
+  REQUIRE(!first.empty());
+  sim.t += 20;
+  sim.s->Tick();
+  CHECK(sim.driver.Count("KILL") == 0);
+  sim.t += 11;
+  sim.s->Tick();
+  REQUIRE(sim.driver.Count("KILL") == 1);
+  for (const auto& c : sim.driver.calls)
+    if (c.type == "KILL") CHECK(c.task_id == first);
+  CHECK(sim.driver.calls.back().type == "REVIVE");  // its replacement is wanted at once
+  sim.s->OnEvent(UpdateEvent(first, "a1", TaskState::kDropped));
+  sim.OfferAll();
+  sim.Answer();
+  CHECK(sim.alive.size() == 1);
+  CHECK(sim.Deployments().empty());
+}

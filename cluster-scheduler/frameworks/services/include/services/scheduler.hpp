@@ -36,6 +36,7 @@ struct SchedulerOptions {
   double drain_s = 1;                 // gateway apps: the kill waits this long after the gateway dropped the backend
   double gateway_wait_max_s = 60;     // ... but no longer than this for a gateway that keeps failing
   double kill_retry_s = 10;           // re-send KILL for tasks that did not die
+  double launch_timeout_s = 300;      // a task still TASK_STAGING this long is killed and replaced
   double offer_memory_s = 60;         // agents seen in offers this recently are used to explain blocked launches
   std::string role = "services";
 };
