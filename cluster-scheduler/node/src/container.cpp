@@ -196,12 +196,12 @@ Status WriteContainerSpec(const std::string& bundle, const oci::ImageConfig& ima
   return core::WriteFileDurable(*core::DefaultEnv(), bundle + "/config.json", spec.dump(2) + "\n");
 }
 
-std::string ContainerId(const std::string& task_id) {
+std::string ContainerId(const std::string& task_id, const std::string& node_key) {
   std::string id = "tug-";
   for (char ch : task_id.substr(0, 64))
     id += (std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '-') ? ch : '_';
   // Sanitising may map two task ids to one name: a hash of the real id keeps them apart.
-  return id + "-" + crypto::Sha256Hex(task_id).substr(0, 8);
+  return id + "-" + crypto::Sha256Hex(node_key + "/" + task_id).substr(0, 8);
 }
 
 std::vector<std::string> Runc::RunArgv(const std::string& bundle, const std::string& id) const {

@@ -41,8 +41,9 @@ struct ContainerProcess {
 // pid/ipc/uts/mount namespaces, default mounts, memory and cpu limits in linux.resources.
 Status WriteContainerSpec(const std::string& bundle, const oci::ImageConfig& image, const ContainerProcess& p);
 
-// A runc container id for a task: [A-Za-z0-9_.-], unique per task id.
-std::string ContainerId(const std::string& task_id);
+// A runc container id for a task: [A-Za-z0-9_.-], unique per (node, task id): `node_key` tells apart nodes sharing
+// a host, whose containers' cgroups live side by side.
+std::string ContainerId(const std::string& task_id, const std::string& node_key);
 
 class Runc {
  public:

@@ -1,6 +1,7 @@
 #include "node/task_runner.hpp"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -21,6 +22,7 @@
 
 #include "container.hpp"
 #include "core/env.hpp"
+#include "crypto/sha256.hpp"
 #include "limits.hpp"
 #include "node/supervisor.hpp"
 #include "probe.hpp"
@@ -296,6 +298,8 @@ class TaskRunner::Impl {
   const std::string meta_dir, tasks_dir, containers_dir, images_dir;
   Runc runc;
   CgroupSupport cgroups;
+  // Tells this node's cgroups and container ids apart from another node's on the same host (a hash of the work dir).
+  std::string node_key;
   int lock_fd = -1;
 
   mutable std::mutex mu;
@@ -578,7 +582,7 @@ class TaskRunner::Impl {
         cg = CgroupSupport{};
         cg.why_not = "disabled on this node";
       }
-      p.limits = PrepareLimits(cg, dir, cpus, mem);
+      p.limits = PrepareLimits(cg, dir + "@" + node_key, cpus, mem);
       p.spec.cgroup_procs = p.limits.procs_files;
       p.spec.rlimit_data = p.limits.rlimit_data;
     }
@@ -904,6 +908,11 @@ Result<std::unique_ptr<TaskRunner>> TaskRunner::Open(RunnerOptions opts) {
     return MakeError(Errc::kAlreadyExists, "another cluster-node uses work dir " + r->opts_.work_dir);
   if (r->opts_.use_cgroups) impl.cgroups = DetectCgroups(r->opts_.cgroup_group);
   {
+    char real[PATH_MAX];
+    const char* p = ::realpath(r->opts_.work_dir.c_str(), real);
+    impl.node_key = crypto::Sha256Hex(p ? p : r->opts_.work_dir).substr(0, 8);
+  }
+  {
     std::lock_guard<std::mutex> lock(impl.mu);
     TUG_TRY(impl.Recover());
   }
@@ -943,7 +952,7 @@ bool TaskRunner::Launch(TaskInfo info, const std::string& framework_id) {
   t->sandbox = core::JoinPath(impl.tasks_dir, t->dir);
   t->bundle = core::JoinPath(impl.containers_dir, t->dir);
   t->container = !t->info.container.image.empty();
-  if (t->container) t->container_id = ContainerId(t->info.task_id);
+  if (t->container) t->container_id = ContainerId(t->info.task_id, impl.node_key);
   t->grace_s = GraceSeconds(t->info, opts_.kill_grace);
   t->launching = true;
   const std::string id = t->info.task_id;

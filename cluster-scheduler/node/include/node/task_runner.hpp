@@ -57,7 +57,8 @@ struct RunnerOptions {
   uint64_t log_max_bytes = 10ull << 20;       // per stream, then rotated to .1
   std::string runc = "runc";
   bool use_cgroups = true;                    // false: rlimits only
-  std::string cgroup_group = "tugboat-node";  // cgroup directory (under each hierarchy) holding the tasks'
+  // Cgroup directory (under each hierarchy) holding the tasks' cgroups, named <task>@<hash of the work dir>.
+  std::string cgroup_group = "tugboat-node";
   std::chrono::milliseconds tick{std::chrono::milliseconds(100)};
   size_t keep_completed = 100;                // forgotten tasks still listed by Tasks() (most recent)
 };
