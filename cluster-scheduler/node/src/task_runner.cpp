@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -315,6 +316,9 @@ class TaskRunner::Impl {
   };
   std::list<Worker> workers;
   std::thread monitor;
+  // Supervisors this process started: reaped once they exit (the exit status file usually tells us the task ended
+  // before the supervisor itself is gone, so liveness checks alone would leave zombies).
+  std::set<pid_t> children;
 
   // Work that must not run under `mu` (runc, signals to cgroups, rmdir), collected while holding it.
   using Actions = std::vector<std::function<void()>>;
@@ -640,6 +644,7 @@ class TaskRunner::Impl {
         } else {
           t->supervisor_pid = *pid;
           t->supervisor_start = ProcessStartTime(*pid).value_or(0);
+          children.insert(*pid);
           Checkpoint(*t);
           spdlog::info("task {}: supervisor pid {} started", id, *pid);
         }
@@ -749,6 +754,11 @@ class TaskRunner::Impl {
         MaybeForget(id);
       }
       finished = TakeFinishedWorkers();
+      for (auto it = children.begin(); it != children.end();) {
+        int status = 0;
+        pid_t r = ::waitpid(*it, &status, WNOHANG);
+        it = (r == *it || (r < 0 && errno == ECHILD)) ? children.erase(it) : std::next(it);
+      }
     }
     for (auto& a : actions) a();
     for (auto& th : finished) th.join();
@@ -883,6 +893,23 @@ class TaskRunner::Impl {
         for (const auto& b : *bundles)
           if (!live_dirs.count(b)) (void)core::DefaultEnv()->RemoveAll(core::JoinPath(containers_dir, b));
     });
+    // Cgroups of this node (name ends with @node_key) that no live task owns: left by tasks that ended while the node
+    // was down and could not clean up. Anything still inside is a straggler of a finished task.
+    std::set<std::string> live_cgroups;
+    for (const auto& [id, t] : tasks)
+      if (!IsTerminal(t->state)) live_cgroups.insert(t->dir + "@" + node_key);
+    for (const auto& base : {cgroups.v2_base, cgroups.memory_base, cgroups.cpu_base}) {
+      if (base.empty()) continue;
+      auto entries = env->ListDir(base);
+      if (!entries) continue;
+      const std::string suffix = "@" + node_key;
+      for (const auto& n : *entries) {
+        if (n.size() <= suffix.size() || n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+        if (live_cgroups.count(n)) continue;
+        std::vector<std::string> dirs{core::JoinPath(base, n)};
+        actions.push_back([dirs] { CleanupCgroups(dirs); });
+      }
+    }
     for (const auto& id : relaunch) StartWorker([this, id] { LaunchWorker(id); });
     for (auto& a : actions) a();
     return {};

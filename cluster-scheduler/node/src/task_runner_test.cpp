@@ -21,6 +21,9 @@ TEST_CASE("a shell task's output is captured, it sees its ports and ids, and exi
   REQUIRE(runner->Launch(task));
   REQUIRE_FALSE(runner->Launch(task));  // idempotent: a known id is ignored
   REQUIRE(WaitState(*runner, "hello.1", TaskState::kFinished));
+  // The supervisor exits after recording the status and is reaped (no zombie left behind).
+  const pid_t supervisor = runner->Get("hello.1")->supervisor_pid;
+  CHECK(testsupport::WaitFor([&] { return !ProcessStartTime(supervisor); }, 5s));
 
   const std::string sandbox = runner->SandboxOf("hello.1");
   std::string out = Slurp(sandbox + "/stdout");
