@@ -846,7 +846,7 @@ class TaskRunner::Impl {
         continue;
       }
       Task& task = **t;
-      task.dir = EscapeTaskId(task.info.task_id);
+      task.dir = (task.foreign ? "foreign-" : "") + EscapeTaskId(task.info.task_id);
       task.sandbox = core::JoinPath(tasks_dir, task.dir);
       task.bundle = core::JoinPath(containers_dir, task.dir);
       const std::string id = task.info.task_id;

@@ -279,3 +279,25 @@ TEST_CASE("a task killed right after its launch ends TASK_KILLED, whether or not
     if (auto pid = runner->Get(id)->pid; pid > 0) CHECK(testsupport::WaitFor([&] { return !Alive(pid); }, 5s));
   }
 }
+
+TEST_CASE("an update about a task this node never ran survives a restart until acknowledged") {
+  testsupport::TempDir dir("tug-node");
+  std::string uuid;
+  {
+    auto runner = OpenRunner(dir.path());
+    runner->ReportForeign("ghost", "fw-1", TaskState::kDropped, "unknown task");
+    auto updates = UpdatesOf(*runner, "ghost");
+    REQUIRE(updates.size() == 1);
+    CHECK(updates[0].state == TaskState::kDropped);
+    uuid = updates[0].uuid;
+    CHECK(runner->Tasks().empty());  // not a task of this node
+  }
+  auto runner = OpenRunner(dir.path());
+  auto updates = UpdatesOf(*runner, "ghost");
+  REQUIRE(updates.size() == 1);
+  CHECK(updates[0].uuid == uuid);
+  CHECK(updates[0].message == "unknown task");
+  CHECK(runner->Acknowledge("ghost", uuid));
+  CHECK(runner->Unacknowledged().empty());
+  CHECK(core::DefaultEnv()->ListDir(dir.path() + "/meta/tasks")->empty());
+}
