@@ -20,8 +20,8 @@ bool CanRunContainers() {
     WARN("runc containers need root and runc: skipped");
     return false;
   }
-  if (oci::HostPlatform().architecture != "amd64" && oci::HostPlatform().architecture != "arm64") {
-    WARN("no busybox image for this host's architecture: skipped");
+  if (HostBusybox().empty()) {
+    WARN("no busybox-static .deb for this host's architecture in /var/cache/tugboat/debs: skipped");
     return false;
   }
   return true;
