@@ -710,6 +710,7 @@ struct Master::Impl {
     f.connected = true;
     f.suppressed = false;
     alloc->ActivateFramework(fi->id);
+    alloc->Revive(fi->id);  // a (re-)subscribed framework starts unsuppressed, without filters
     SaveFramework(f);
     allocation_needed = true;
     stream->Write(EventRecord(json{{"type", "SUBSCRIBED"},

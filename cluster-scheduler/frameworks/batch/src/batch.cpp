@@ -274,14 +274,16 @@ struct BatchScheduler::Impl {
   }
 
   void WantOffers() {
+    // The flag only changes when the master took the call; a failed call (disconnected) is settled by the next
+    // subscription, which starts unsuppressed, and OnSubscribed calls this again.
     if (AnythingPending()) {
       if (suppressed) {
-        suppressed = false;
         if (auto st = master.Revive(); !st) spdlog::warn("batch: revive: {}", st.error().Message());
+        else suppressed = false;
       }
     } else if (!suppressed) {
-      suppressed = true;
       if (auto st = master.Suppress(); !st) spdlog::warn("batch: suppress: {}", st.error().Message());
+      else suppressed = true;
     }
   }
 
