@@ -149,6 +149,7 @@ struct TaskRecord {
   int64_t started_at_ms = 0;  // wall, first RUNNING
   double staged_at = 0;       // steady
   double healthy_since = 0;   // steady; 0 = not healthy
+  bool serving_when_unreachable = false;  // it was healthy when its node became unreachable
   bool kill_wanted = false;   // we decided it goes: its end is expected
   bool draining = false;      // it was in the gateway when we decided: the KILL waits for the gateway
   uint64_t drain_seq = 0;     // the gateway apply that no longer lists it
@@ -254,6 +255,11 @@ struct Scheduler::Impl {
   }
   // Healthy and staying: counts toward capacity and sits in the gateway.
   bool Serving(const TaskRecord& t) const { return !t.kill_wanted && Healthy(t); }
+  // In the gateway: serving, or unreachable after serving (its node stopped reporting, but the instance may well
+  // still answer; HAProxy's own checks take it out if not) until the master declares it lost.
+  bool InGateway(const TaskRecord& t) const {
+    return !t.kill_wanted && (Healthy(t) || (t.state == TaskState::kUnreachable && t.serving_when_unreachable));
+  }
 
   std::vector<TaskRecord*> TasksOf(const std::string& app_id) {
     std::vector<TaskRecord*> out;
@@ -321,7 +327,7 @@ struct Scheduler::Impl {
     if (t.kill_wanted) return;
     const double now = Now();
     auto a = apps.find(t.app_id);
-    const bool in_gateway = opts.gateway && a != apps.end() && a->second.def.gateway && Serving(t);
+    const bool in_gateway = opts.gateway && a != apps.end() && a->second.def.gateway && InGateway(t);
     t.kill_wanted = true;
     // A task in the gateway leaves it first (SyncGateway, this pass) and is killed once that apply has drained it
     // (plus drain_s), so no request reaches an instance that is going away.
@@ -423,61 +429,90 @@ struct Scheduler::Impl {
     std::stable_sort(order.begin(), order.end(), [](const AppRecord* x, const AppRecord* y) {
       return x->deployment.has_value() && !y->deployment.has_value();
     });
-    for (const auto& agent_id : agent_order) {
-      const auto& group = by_agent[agent_id];
+    struct Slot {
       std::vector<std::string> offer_ids;
       Resources avail;
-      for (const auto* o : group) {
-        offer_ids.push_back(o->id);
-        avail += o->resources;
-      }
-      const Offer& first = *group.front();
-      Attributes attrs = first.attributes;
-      if (!attrs.count("hostname")) attrs["hostname"] = first.hostname;
+      const Offer* first = nullptr;
+      Attributes attrs;
       std::vector<TaskInfo> infos;
-      std::vector<std::pair<AppRecord*, std::string>> launched;
-      for (auto* a : order) {
-        while (a->demand > 0) {
-          if (ResourceShortfall(a->def, avail)) break;
-          std::vector<const Attributes*> placed;
-          for (const auto* t : TasksOf(a->def.id))
-            if (!IsTerminal(t->state)) placed.push_back(&t->attributes);
-          if (!ConstraintsAllow(a->def.constraints, attrs, placed)) break;
-          const Resources take = TakeForInstance(a->def, avail);
-          avail -= take;
-          TaskRecord t = NewTask(*a, first, attrs, take);
-          infos.push_back(TaskInfoFor(*a, t, take));
-          launched.emplace_back(a, t.id);
-          tasks[t.id] = std::move(t);
-          a->demand--;
+    };
+    std::map<std::string, Slot> slots;
+    for (const auto& agent_id : agent_order) {
+      Slot& slot = slots[agent_id];
+      for (const auto* o : by_agent[agent_id]) {
+        slot.offer_ids.push_back(o->id);
+        slot.avail += o->resources;
+      }
+      slot.first = by_agent[agent_id].front();
+      slot.attrs = slot.first->attributes;
+      if (!slot.attrs.count("hostname")) slot.attrs["hostname"] = slot.first->hostname;
+    }
+    // One instance at a time, each on the fitting agent that has the fewest of the app's instances: an app's
+    // instances spread over the nodes on offer instead of filling the first one (a lost node then takes fewer).
+    std::vector<std::pair<AppRecord*, std::string>> launched;
+    for (auto* a : order) {
+      std::map<std::string, size_t> on_agent;
+      std::vector<const Attributes*> placed;
+      for (const auto* t : TasksOf(a->def.id)) {
+        if (IsTerminal(t->state)) continue;
+        on_agent[t->agent_id]++;
+        placed.push_back(&t->attributes);
+      }
+      while (a->demand > 0) {
+        std::string best;
+        for (const auto& agent_id : agent_order) {
+          Slot& slot = slots[agent_id];
+          if (ResourceShortfall(a->def, slot.avail)) continue;
+          if (!ConstraintsAllow(a->def.constraints, slot.attrs, placed)) continue;
+          if (best.empty() || on_agent[agent_id] < on_agent[best]) best = agent_id;
         }
+        if (best.empty()) break;
+        Slot& slot = slots[best];
+        const Resources take = TakeForInstance(a->def, slot.avail);
+        slot.avail -= take;
+        TaskRecord t = NewTask(*a, *slot.first, slot.attrs, take);
+        slot.infos.push_back(TaskInfoFor(*a, t, take));
+        launched.emplace_back(a, t.id);
+        const std::string tid = t.id;
+        tasks[tid] = std::move(t);
+        placed.push_back(&tasks[tid].attributes);
+        on_agent[best]++;
+        a->demand--;
       }
-      agents[agent_id] = AgentSnapshot{first.hostname, attrs, avail, now};
-      if (infos.empty()) {
-        driver.Decline(offer_ids, opts.decline_refuse_s);
-        counters.offers_declined += offer_ids.size();
-        continue;
-      }
-      // The new tasks are on disk before the master hears of them: after a crash they are reconciled, not lost.
+    }
+    for (const auto& agent_id : agent_order) {
+      const Slot& slot = slots[agent_id];
+      agents[agent_id] = AgentSnapshot{slot.first->hostname, slot.attrs, slot.avail, now};
+    }
+    // The new tasks are on disk before the master hears of them: after a crash they are reconciled, not lost.
+    bool saved = true;
+    if (!launched.empty()) {
       must_save = true;
-      if (!Save()) {
+      saved = Save();
+      if (!saved) {
         for (auto& [a, tid] : launched) {
           tasks.erase(tid);
           a->demand++;
         }
-        driver.Decline(offer_ids, opts.decline_refuse_s);
-        counters.offers_declined += offer_ids.size();
+        launched.clear();
+      }
+    }
+    for (const auto& agent_id : agent_order) {
+      const Slot& slot = slots[agent_id];
+      if (slot.infos.empty() || !saved) {
+        driver.Decline(slot.offer_ids, opts.decline_refuse_s);
+        counters.offers_declined += slot.offer_ids.size();
         continue;
       }
-      driver.Accept(offer_ids, infos, opts.decline_refuse_s);
-      counters.offers_accepted += offer_ids.size();
-      counters.tasks_launched += infos.size();
-      for (auto& [a, tid] : launched) {
-        const TaskRecord& t = tasks[tid];
-        spdlog::info("services: launching {} ({} version {}) on {} ports {}", t.id, t.app_id, t.version, t.hostname,
-                     json(t.ports).dump());
-        Emit("status_update_event", StatusEventBody(t));
-      }
+      driver.Accept(slot.offer_ids, slot.infos, opts.decline_refuse_s);
+      counters.offers_accepted += slot.offer_ids.size();
+      counters.tasks_launched += slot.infos.size();
+    }
+    for (auto& [a, tid] : launched) {
+      const TaskRecord& t = tasks[tid];
+      spdlog::info("services: launching {} ({} version {}) on {} ports {}", t.id, t.app_id, t.version, t.hostname,
+                   json(t.ports).dump());
+      Emit("status_update_event", StatusEventBody(t));
     }
   }
 
@@ -554,6 +589,8 @@ struct Scheduler::Impl {
     TaskRecord& t = it->second;
     const TaskState prev_state = t.state;
     const bool was_healthy = Healthy(t);
+    if (s.state == TaskState::kUnreachable && prev_state != TaskState::kUnreachable) t.serving_when_unreachable = was_healthy;
+    if (s.state != TaskState::kUnreachable) t.serving_when_unreachable = false;
     t.state = s.state;
     t.message = s.message;
     t.reason = s.reason;
@@ -797,7 +834,7 @@ struct Scheduler::Impl {
       s.frontend_port = a.def.gateway->port;
       s.mode = a.def.gateway->mode;
       for (const auto* t : TasksOf(id))
-        if (Serving(*t) && !t->ports.empty()) s.backends.push_back(GatewayBackend{t->address, t->ports[0], t->id});
+        if (InGateway(*t) && !t->ports.empty()) s.backends.push_back(GatewayBackend{t->address, t->ports[0], t->id});
       const auto& hcs = a.def.health_checks;
       if (!hcs.empty() && hcs[0].protocol == AppHealthCheck::Protocol::kHttp && hcs[0].port_index == 0)
         s.health_path = hcs[0].path;
@@ -910,7 +947,8 @@ struct Scheduler::Impl {
              {"state", TaskStateName(t.state)},
              {"stagedMs", t.staged_at_ms},
              {"startedMs", t.started_at_ms},
-             {"killWanted", t.kill_wanted}};
+             {"killWanted", t.kill_wanted},
+             {"servingWhenUnreachable", t.serving_when_unreachable}};
       if (t.healthy_flag) j["healthy"] = *t.healthy_flag;
       jtasks.push_back(j);
     }
@@ -985,6 +1023,7 @@ struct Scheduler::Impl {
       t.started_at_ms = jt.value("startedMs", int64_t{0});
       t.staged_at = now;
       t.kill_wanted = jt.value("killWanted", false);
+      t.serving_when_unreachable = jt.value("servingWhenUnreachable", false);
       t.kill_at = now;
       tasks[t.id] = std::move(t);
     }

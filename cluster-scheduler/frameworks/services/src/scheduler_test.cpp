@@ -557,3 +557,46 @@ TEST_CASE("scheduler: a launch that stays TASK_STAGING past the launch timeout i
   CHECK(sim.alive.size() == 1);
   CHECK(sim.Deployments().empty());
 }
+
+TEST_CASE("scheduler: without constraints an app's instances spread over the agents on offer") {
+  Sim sim(3);
+  sim.Connect();
+  REQUIRE(sim.s->CreateApp(json::parse(R"({"id":"/web","cmd":"x","instances":5,"cpus":0.1,"mem":64})")));
+  sim.OfferAll();
+  std::map<std::string, int> per_agent;
+  for (const auto& c : sim.driver.calls)
+    if (c.type == "ACCEPT")
+      for (const auto& t : c.tasks) per_agent[t.agent_id]++;
+  REQUIRE(per_agent.size() == 3);
+  for (const auto& [agent, n] : per_agent) CHECK((n == 1 || n == 2));
+  CHECK(sim.driver.Count("ACCEPT") == 3);  // one ACCEPT per agent
+}
+
+TEST_CASE("scheduler: an unreachable instance that was serving stays in the gateway until it is lost") {
+  SchedulerOptions o;
+  o.gateway = true;
+  Sim sim(2, o);
+  sim.Connect();
+  REQUIRE(sim.s->CreateApp(json::parse(R"({"id":"/web","cmd":"x","instances":2,"cpus":0.1,"mem":64,"ports":[0],
+      "gateway":{"port":10080}})")));
+  sim.OfferAll();
+  sim.Answer();
+  auto backends = [&] {
+    std::set<std::string> out;
+    for (auto it = sim.driver.calls.rbegin(); it != sim.driver.calls.rend(); ++it)
+      if (it->type == "GATEWAY") {
+        for (const auto& b : it->services.at(0).backends) out.insert(b.task_id);
+        break;
+      }
+    return out;
+  };
+  REQUIRE(backends().size() == 2);
+  const std::string id = *sim.alive.begin();
+  sim.s->OnEvent(UpdateEvent(id, sim.task_agent[id], TaskState::kUnreachable, true));
+  CHECK(backends().size() == 2);
+  // Not counted healthy meanwhile (its health is unknown), but not replaced either.
+  CHECK((*sim.s->GetApp("/web"))["app"]["tasksRunning"] == 1);
+  sim.s->OnEvent(UpdateEvent(id, sim.task_agent[id], TaskState::kLost));
+  CHECK(backends().size() == 1);
+  CHECK_FALSE(backends().count(id));
+}
