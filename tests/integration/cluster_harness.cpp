@@ -169,7 +169,7 @@ void LocalCluster::StartNode(size_t i) {
   const std::string res = opts_.node_resources + ";ports:[" + std::to_string(n.port_begin) + "-" +
                           std::to_string(n.port_end) + "]";
   auto p = core::Spawn({BuildPath("cluster-scheduler/node/cluster-node"), "--master", masters_csv(), "--work-dir",
-                        n.work_dir, "--resources", res, "--attributes", "zone:" + n.zone + ";node:" + n.name,
+                        n.work_dir, "--resources", res, "--attributes", "zone:" + n.zone + ";node:" + n.name + ";ip:127.0.0.1",
                         "--hostname", n.name, "--listen", "127.0.0.1:" + std::to_string(n.api_port), "--kill-grace",
                         "2"},
                        n.log);

@@ -2,8 +2,10 @@
 // three cluster-node processes running real tasks, the batch framework and the Java framework client.
 #include <signal.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -165,5 +167,195 @@ TEST_CASE("cluster: jobs run on real nodes; killing the leader master or a node 
     CHECK(res->out.find("TASK_FINISHED") != std::string::npos);
   }
 
+  batch.proc.Stop();
+}
+
+namespace {
+
+struct Services {
+  core::Process proc;
+  std::string url, log;
+  Services(LocalCluster& c, const std::string& name) {
+    const uint16_t port = testsupport::FreeLoopbackPort();
+    url = "http://127.0.0.1:" + std::to_string(port);
+    log = c.dir().Sub(name + ".log");
+    auto p = core::Spawn({BuildPath("cluster-scheduler/frameworks/services/cluster-services"), "--master",
+                          c.masters_csv(), "--listen", "127.0.0.1:" + std::to_string(port), "--state-dir",
+                          c.dir().Sub(name), "--haproxy", c.dir().Sub(name + "-haproxy"), "--drain-seconds", "1"},
+                         log);
+    REQUIRE(p);
+    proc = std::move(*p);
+    REQUIRE(WaitFor([&] { return HttpCall("GET", url + "/healthz").status == 200; }, 20s));
+  }
+  ~Services() { proc.Stop(10s); }
+  json App(const std::string& id) { return HttpCall("GET", url + "/v2/apps/" + id).Json(); }
+  json Tasks(const std::string& id) { return HttpCall("GET", url + "/v2/apps/" + id + "/tasks").Json().value("tasks", json::array()); }
+  json Deployments() { return HttpCall("GET", url + "/v2/deployments").Json(); }
+  int Healthy(const std::string& id) {
+    const json a = App(id);
+    return a.contains("app") ? a["app"].value("tasksHealthy", 0) : 0;
+  }
+};
+
+// A request loop through the gateway on its own thread: counts answers and failures (no retries of our own).
+class RequestLoop {
+ public:
+  explicit RequestLoop(uint16_t port) : port_(port) {
+    for (int i = 0; i < 2; ++i)
+      threads_.emplace_back([this] {
+        while (!stop_) {
+          auto r = HttpCall("GET", "http://127.0.0.1:" + std::to_string(port_) + "/", "", 5s);
+          std::lock_guard lock(mu_);
+          if (r.status == 200) {
+            ++ok_;
+            bodies_.insert(r.body.substr(0, r.body.find(" from ")) + r.body.substr(r.body.find(" version ")));
+          } else {
+            ++failed_;
+            if (failures_.size() < 5) failures_.push_back(std::to_string(r.status) + " " + r.body.substr(0, 100));
+          }
+        }
+      });
+  }
+  ~RequestLoop() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  int ok() {
+    std::lock_guard lock(mu_);
+    return ok_;
+  }
+  int failed() {
+    std::lock_guard lock(mu_);
+    return failed_;
+  }
+  std::string failures() {
+    std::lock_guard lock(mu_);
+    std::string s;
+    for (auto& f : failures_) s += f + "\n";
+    return s;
+  }
+  std::set<std::string> bodies() {
+    std::lock_guard lock(mu_);
+    return bodies_;
+  }
+
+ private:
+  uint16_t port_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  int ok_ = 0, failed_ = 0;
+  std::vector<std::string> failures_;
+  std::set<std::string> bodies_;
+};
+
+std::string HelloApp(uint16_t gateway_port, const std::string& version, int instances) {
+  const std::string jar = BuildPath("java/tugboat-java.jar");
+  return json{{"id", "/hello"},
+              {"cmd", "exec java -Xmx64m -cp " + jar + " io.tugboat.examples.HelloService"},
+              {"instances", instances},
+              {"cpus", 0.2},
+              {"mem", 256},
+              {"ports", json::array({0})},
+              {"env", {{"VERSION", version}}},
+              {"healthChecks",
+               json::array({{{"protocol", "HTTP"}, {"path", "/health"}, {"portIndex", 0}, {"gracePeriodSeconds", 20},
+                             {"intervalSeconds", 1}, {"timeoutSeconds", 2}, {"maxConsecutiveFailures", 3}}})},
+              {"constraints", json::array({json::array({"hostname", "UNIQUE"})})},
+              {"upgradeStrategy", {{"minimumHealthCapacity", 0.6}, {"maximumOverCapacity", 0.0}}},
+              {"gateway", {{"port", gateway_port}, {"mode", "http"}}}}
+      .dump();
+}
+
+}  // namespace
+
+TEST_CASE("cluster: a Java service behind HAProxy is rolled, scaled and shares the cluster with batch by DRF") {
+  LocalCluster cluster(LocalCluster::Options{});
+  Services services(cluster, "services");
+  auto diag = [&] { return cluster.Diagnostics() + "--- services\n" + cluster.LogTail(services.log, 5000); };
+  const uint16_t gw = testsupport::FreeLoopbackPort();
+
+  // Bad input: 400 naming the field; an app no node can hold says why.
+  auto bad = HttpCall("POST", services.url + "/v2/apps",
+                      R"({"id":"/bad","cmd":"true","ports":[0],"healthChecks":[{"protocol":"HTTP","portIndex":3}]})");
+  CHECK(bad.status == 400);
+  CHECK(bad.Json().value("field", "") == "healthChecks[0].portIndex");
+  auto huge = HttpCall("POST", services.url + "/v2/apps", R"({"id":"/huge","cmd":"sleep 100","mem":100000})");
+  REQUIRE(huge.status == 201);
+  std::string why;
+  REQUIRE(WaitFor(
+      [&] {
+        why = services.Deployments().dump();
+        return why.find("mem") != std::string::npos && why.find("huge") != std::string::npos;
+      },
+      30s));
+  INFO(why);
+  REQUIRE(HttpCall("DELETE", services.url + "/v2/apps/huge").status == 200);
+
+  // Three instances of the Java service, one per node, behind HAProxy.
+  auto created = HttpCall("POST", services.url + "/v2/apps", HelloApp(gw, "1", 3));
+  INFO(created.body);
+  REQUIRE(created.status == 201);
+  if (!WaitFor([&] { return services.Healthy("hello") == 3 && services.Deployments().empty(); }, 90s))
+    FAIL(services.App("hello").dump() + "\n" + diag());
+  if (!WaitFor([&] { return HttpCall("GET", "http://127.0.0.1:" + std::to_string(gw) + "/").status == 200; }, 20s))
+    FAIL("gateway: " + std::to_string(HttpCall("GET", "http://127.0.0.1:" + std::to_string(gw) + "/").status) + "\n" +
+         services.App("hello").dump() + "\n" + diag());
+  std::set<std::string> hosts;
+  for (const auto& t : services.Tasks("hello")) hosts.insert(t.value("host", ""));
+  CHECK(hosts.size() == 3);
+
+  // Rolling upgrade to version 2 with requests flowing through HAProxy all along: none may fail.
+  {
+    RequestLoop loop(gw);
+    std::this_thread::sleep_for(1s);
+    auto put = HttpCall("PUT", services.url + "/v2/apps/hello", HelloApp(gw, "2", 3));
+    REQUIRE(put.status == 200);
+    if (!WaitFor(
+            [&] {
+              if (!services.Deployments().empty()) return false;
+              const json tasks = services.Tasks("hello");
+              if (tasks.size() != 3) return false;
+              for (const auto& t : tasks)
+                if (t.value("healthy", false) != true || t.value("version", "") != put.Json().value("version", "x"))
+                  return false;
+              return true;
+            },
+            120s))
+      FAIL(services.App("hello").dump() + "\n" + diag());
+    std::this_thread::sleep_for(2s);
+    loop.Stop();
+    INFO(loop.failures());
+    WARN("rolling upgrade through HAProxy: " << loop.ok() << " requests answered, " << loop.failed() << " failed");
+    CHECK(loop.ok() > 50);
+    CHECK(loop.failed() == 0);
+    const auto seen = loop.bodies();
+    CHECK(seen.count("hello version 1\n") == 1);
+    CHECK(seen.count("hello version 2\n") == 1);
+  }
+  CHECK(HttpCall("GET", "http://127.0.0.1:" + std::to_string(gw) + "/").body.find("version 2") != std::string::npos);
+
+  // Batch and services both want more than the cluster has (12 cpus): DRF lets both progress.
+  Batch batch(cluster, "batch");
+  json tasks = json::array();
+  for (int i = 0; i < 24; ++i) tasks.push_back({{"cmd", "sleep 3"}, {"cpus", 1}, {"mem", 64}});
+  REQUIRE(HttpCall("POST", batch.url + "/v1/jobs", json{{"id", "crunch"}, {"tasks", tasks}}.dump()).status == 201);
+  std::this_thread::sleep_for(1s);
+  auto scale = HttpCall("PUT", services.url + "/v2/apps/hello", R"({"instances":3,"constraints":[]})");
+  REQUIRE(scale.status == 200);
+  REQUIRE(HttpCall("POST", services.url + "/v2/apps",
+                   R"({"id":"/burner","cmd":"sleep 600","instances":6,"cpus":1,"mem":64})")
+              .status == 201);
+  if (!WaitFor([&] { return services.App("burner")["app"].value("tasksRunning", 0) == 6; }, 60s))
+    FAIL(services.App("burner").dump() + "\n" + batch.Job("crunch").dump() + "\n" + diag());
+  if (!batch.WaitState("crunch", "FINISHED", 120s)) FAIL(batch.Job("crunch").dump() + "\n" + diag());
+  const json state = cluster.State();
+  for (const auto& f : state["frameworks"]) CHECK(f.value("connected", false));
+
+  REQUIRE(HttpCall("DELETE", services.url + "/v2/apps/burner").status == 200);
+  REQUIRE(HttpCall("DELETE", services.url + "/v2/apps/hello").status == 200);
+  REQUIRE(WaitFor([&] { return RunningInState(cluster) == 0; }, 60s));
   batch.proc.Stop();
 }
