@@ -343,4 +343,14 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   return Err(404, "no such route: " + path);
 }
 
+http::Response Api::Serve(const http::Request& req) {
+  HttpResponse out = Handle(HttpRequest{.method = req.method, .target = req.target,
+                                        .authorization = req.Header("Authorization"), .body = req.body});
+  http::Response res;
+  res.status = out.status;
+  res.content_type = std::move(out.content_type);
+  res.body = std::move(out.body);
+  return res;
+}
+
 }  // namespace tug::controller

@@ -14,12 +14,12 @@
 #include "controller/api.hpp"
 #include "controller/config.hpp"
 #include "controller/engine.hpp"
-#include "controller/http_server.hpp"
 #include "controller/main.hpp"
 #include "controller/mqtt_bridge.hpp"
 #include "controller/store.hpp"
 #include "core/log.hpp"
 #include "crypto/trust_root.hpp"
+#include "http/server.hpp"
 
 namespace tug::controller {
 
@@ -237,8 +237,8 @@ int Main(int argc, char** argv) {
   Engine engine(**store, publisher, *core::SystemClock());
   Api api(**store, engine, metrics, *root, cfg->token, *core::SystemClock());
 
-  auto server = HttpServer::Start(io, cfg->listen_host, cfg->listen_port,
-                                  [&api](const HttpRequest& r) { return api.Handle(r); });
+  auto server = http::Server::Start(io, cfg->listen_host, cfg->listen_port,
+                                    [&api](const http::Request& r) { return api.Serve(r); }, "tugboat-controller");
   if (!server) {
     std::cerr << "iot-controller: " << server.error().Message() << "\n";
     return 1;

@@ -17,7 +17,7 @@
 
 #include "controller/api.hpp"
 #include "controller/engine.hpp"
-#include "controller/http_server.hpp"
+#include "http/server.hpp"
 #include "controller/store.hpp"
 #include "crypto/release.hpp"
 #include "crypto/trust_root.hpp"
@@ -80,7 +80,7 @@ inline HttpResult Call(uint16_t port, const std::string& method, const std::stri
   return r;
 }
 
-// A controller in-process: Store (in memory unless a path is given), Engine, Api and HttpServer on a free port,
+// A controller in-process: Store (in memory unless a path is given), Engine, Api and an http::Server on a free port,
 // all on one io_context thread. `publisher` receives what the engine sends.
 class TestController {
  public:
@@ -88,7 +88,7 @@ class TestController {
       : store_(std::move(*Store::Open(":memory:"))),
         engine_(*store_, publisher, *core::SystemClock()),
         api_(*store_, engine_, metrics_, root, std::move(token), *core::SystemClock()) {
-    server_ = std::move(*HttpServer::Start(io_, "127.0.0.1", 0, [this](const HttpRequest& r) { return api_.Handle(r); }));
+    server_ = std::move(*http::Server::Start(io_, "127.0.0.1", 0, [this](const http::Request& r) { return api_.Serve(r); }));
     thread_ = std::thread([this] {
       auto guard = boost::asio::make_work_guard(io_);
       io_.run();
@@ -124,7 +124,7 @@ class TestController {
   Metrics metrics_;
   Engine engine_;
   Api api_;
-  std::unique_ptr<HttpServer> server_;
+  std::unique_ptr<http::Server> server_;
   std::thread thread_;
 };
 

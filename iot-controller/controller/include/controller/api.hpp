@@ -1,5 +1,5 @@
 // The REST API (/api/v1, docs/api.md) as a pure request -> response function, so it is tested without sockets and
-// served by HttpServer. JSON in and out; `Authorization: Bearer <token>` on every /api/v1 route (401 otherwise);
+// served by common/http's http::Server (Api::Serve). JSON in and out; `Authorization: Bearer <token>` on every /api/v1 route (401 otherwise);
 // GET /metrics and GET /healthz are open. Errors are {"error":"..."} plus "field" for 400s: 400 bad input,
 // 401, 404 unknown resource, 405 wrong method, 409 illegal state change or conflicting release.
 //
@@ -13,6 +13,7 @@
 #include "controller/store.hpp"
 #include "core/clock.hpp"
 #include "crypto/trust_root.hpp"
+#include "http/server.hpp"
 
 namespace tug::controller {
 
@@ -35,6 +36,8 @@ class Api {
   Api(Store& store, Engine& engine, Metrics& metrics, crypto::TrustRoot root, std::string token,
       const core::Clock& clock);
   HttpResponse Handle(const HttpRequest& req);
+  // The same, as the handler of an http::Server (common/http).
+  http::Response Serve(const http::Request& req);
 
  private:
   Store& store_;
