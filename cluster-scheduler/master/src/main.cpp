@@ -27,18 +27,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::vector<std::string> SplitComma(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t c = s.find(',', start);
-    std::string part = s.substr(start, c == std::string::npos ? std::string::npos : c - start);
-    if (!part.empty()) out.push_back(part);
-    if (c == std::string::npos) break;
-    start = c + 1;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -49,13 +37,15 @@ int main(int argc, char** argv) {
       "see docs/cluster-api.md. Without --etcd it leads alone with its state in memory. With --etcd, run two or\n"
       "more: they elect a leader through an etcd lease, keep the state in etcd, and followers redirect (307).\n\n"
       "Example: cluster-master --listen 127.0.0.1:5050 --etcd http://127.0.0.1:2379 --role-weight services=2"};
-  std::string listen = "127.0.0.1:5050", advertise, etcd_endpoints, log_level = "info", prefix = "/tugboat/cluster/";
+  std::vector<std::string> etcd_endpoints;
+  std::string listen = "127.0.0.1:5050", advertise, log_level = "info", prefix = "/tugboat/cluster/";
   std::vector<std::string> weights;
   MasterOptions opts;
   int lease_ttl = 3;
   app.add_option("--listen", listen, "HOST:PORT to serve on (port 0 picks one; printed on stdout)")->capture_default_str();
   app.add_option("--advertise", advertise, "URL other masters redirect clients to (default http://LISTEN)");
-  app.add_option("--etcd", etcd_endpoints, "comma-separated etcd client URLs: enables leader election and etcd state");
+  app.add_option("--etcd", etcd_endpoints, "etcd client URLs (comma-separated or repeated): enables leader election and etcd state")
+      ->delimiter(',');
   app.add_option("--etcd-prefix", prefix, "key prefix for the state in etcd")->capture_default_str();
   app.add_option("--lease-ttl", lease_ttl, "leader lease TTL in seconds (failover time ~ TTL)")->capture_default_str();
   app.add_option("--role-weight", weights, "ROLE=WEIGHT for DRF (repeatable; default weight 1)");
@@ -121,7 +111,7 @@ int main(int argc, char** argv) {
 
   etcd::ClientOptions eo;
   if (!etcd_endpoints.empty()) {
-    eo.endpoints = SplitComma(etcd_endpoints);
+    eo.endpoints = etcd_endpoints;
     auto c = etcd::Client::Create(eo);
     if (!c) {
       std::cerr << "cluster-master: --etcd: " << c.error().Message() << "\n";

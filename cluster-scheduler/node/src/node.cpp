@@ -41,19 +41,6 @@ std::string Hostname() {
   return buf;
 }
 
-std::string PercentDecode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
 
 // The last `lines` lines of a file, reading at most its last 8 MiB.
 Result<std::string> TailLines(const std::string& path, size_t lines) {
@@ -132,7 +119,7 @@ struct Node::Impl {
         logs = true;
         rest.resize(rest.size() - 5);
       }
-      const std::string id = PercentDecode(rest);
+      const std::string id = http::PercentDecode(rest);
       auto view = runner->Get(id);
       if (!logs) {
         if (!view) return http::JsonError(404, "unknown task " + id);

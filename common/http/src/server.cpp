@@ -35,6 +35,18 @@ bool IEquals(std::string_view a, std::string_view b) {
   return true;
 }
 
+
+void LogException(const char* what, std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    spdlog::warn("{}: {}", what, ex.what());
+  }
+}
+
+}  // namespace
+
 std::string PercentDecode(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -51,17 +63,6 @@ std::string PercentDecode(std::string_view s) {
   }
   return out;
 }
-
-void LogException(const char* what, std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::warn("{}: {}", what, ex.what());
-  }
-}
-
-}  // namespace
 
 std::string Request::Header(std::string_view name) const {
   for (const auto& [k, v] : headers)

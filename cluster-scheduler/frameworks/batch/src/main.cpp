@@ -37,19 +37,6 @@ class ClientCalls : public batch::MasterCalls {
   framework::SchedulerClient*& c_;
 };
 
-std::vector<std::string> SplitComma(const std::string& s) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s + ",") {
-    if (c == ',') {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -61,9 +48,12 @@ int main(int argc, char** argv) {
       "        \"executors\":{\"instances\":4,\"cmd\":\"./executor\",\"cpus\":0.5,\"mem\":128}}'\n"
       "  curl localhost:8090/v1/jobs/pi; curl 'localhost:8090/v1/jobs/pi/logs?task=driver'\n"
       "See docs/batch.md."};
-  std::string masters = "http://127.0.0.1:5050", listen = "127.0.0.1:8090", state_dir, role = "batch",
+  std::vector<std::string> masters{"http://127.0.0.1:5050"};
+  std::string listen = "127.0.0.1:8090", state_dir, role = "batch",
               name = "batch", log_level = "info";
-  app.add_option("--master", masters, "comma-separated master URLs")->capture_default_str();
+  app.add_option("--master", masters, "master URLs (comma-separated or repeated); any works, others redirect")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--listen", listen, "HOST:PORT of the REST API (port 0 picks one)")->capture_default_str();
   app.add_option("--state-dir", state_dir, "directory for jobs and the framework id (survives restarts)");
   app.add_option("--role", role, "DRF role")->capture_default_str();
@@ -94,7 +84,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   framework::SchedulerClientOptions opts;
-  opts.masters = SplitComma(masters);
+  opts.masters = masters;
   opts.info.name = name;
   opts.info.role = role;
   opts.info.id = sched.framework_id();

@@ -353,19 +353,6 @@ bool ServicesFramework::connected() const {
 
 namespace {
 
-std::vector<std::string> SplitList(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t c = s.find(',', start);
-    std::string part = s.substr(start, c == std::string::npos ? std::string::npos : c - start);
-    while (!part.empty() && part.back() == '/') part.pop_back();
-    if (!part.empty()) out.push_back(part);
-    if (c == std::string::npos) break;
-    start = c + 1;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -381,10 +368,13 @@ int Main(int argc, char** argv) {
       "framework while the tasks keep running.\n\n"
       "Example: cluster-services --master http://127.0.0.1:5050 --state-dir /var/lib/tugboat/services \\\n"
       "           --listen 127.0.0.1:8080 --haproxy /var/lib/tugboat/haproxy"};
-  std::string masters, listen = "127.0.0.1:8080", state_dir, haproxy_dir, haproxy_bind = "127.0.0.1", log_level = "info";
+  std::vector<std::string> masters;
+  std::string listen = "127.0.0.1:8080", state_dir, haproxy_dir, haproxy_bind = "127.0.0.1", log_level = "info";
   ServicesOptions opts;
   app.add_option("--master", masters, "master URL(s), comma-separated (http://127.0.0.1:5050,...); 307s to the leader "
-                                      "are followed")->required();
+                                      "are followed")
+      ->delimiter(',')
+      ->required();
   app.add_option("--listen", listen, "HOST:PORT of the REST API (port 0 picks one; the URL is printed on stdout)")
       ->capture_default_str();
   app.add_option("--state-dir", state_dir, "directory for the durable state (framework id, apps, tasks)")->required();
@@ -407,7 +397,10 @@ int Main(int argc, char** argv) {
   }
   core::InitLogging(log_level, "cluster-services");
 
-  opts.masters = SplitList(masters);
+  for (auto m : masters) {
+    while (!m.empty() && m.back() == '/') m.pop_back();
+    if (!m.empty()) opts.masters.push_back(m);
+  }
   const size_t colon = listen.rfind(':');
   int port = -1;
   try {

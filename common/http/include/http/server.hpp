@@ -87,6 +87,9 @@ class Server {
   std::shared_ptr<Impl> impl_;
 };
 
+// %XX and '+' decoding of a URL path segment or query value.
+std::string PercentDecode(std::string_view s);
+
 // "{\"error\":msg}" (+ "field") JSON helpers used by every API built on the server.
 Response JsonError(int status, const std::string& message, const std::string& field = "");
 
