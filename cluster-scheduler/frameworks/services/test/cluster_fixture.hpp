@@ -35,6 +35,7 @@
 #include "http/server.hpp"
 #include "master/master.hpp"
 #include "master/state_store.hpp"
+#include "master_testing/sim_cluster.hpp"
 #include "model/types.hpp"
 #include "testsupport/net.hpp"
 
@@ -43,98 +44,15 @@ namespace tug::cluster::testing {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-class EventLog {
- public:
-  void Push(json e) {
-    std::lock_guard lock(mu_);
-    events_.push_back(std::move(e));
-    cv_.notify_all();
-  }
-  // The first event of this type (from the start, or from `from`) matching pred, waiting up to `timeout`.
-  std::optional<json> Find(const std::string& type, const std::function<bool(const json&)>& pred = {},
-                           std::chrono::milliseconds timeout = 5s, size_t from = 0) {
-    std::unique_lock lock(mu_);
-    std::optional<json> out;
-    cv_.wait_for(lock, timeout, [&] {
-      for (size_t i = from; i < events_.size(); ++i) {
-        const auto& e = events_[i];
-        if (e.value("type", "") == type && (!pred || pred(e))) {
-          out = e;
-          return true;
-        }
-      }
-      return false;
-    });
-    return out;
-  }
-  size_t Count(const std::string& type) {
-    std::lock_guard lock(mu_);
-    size_t n = 0;
-    for (const auto& e : events_) n += e.value("type", "") == type;
-    return n;
-  }
-  size_t size() {
-    std::lock_guard lock(mu_);
-    return events_.size();
-  }
-  std::vector<json> All() {
-    std::lock_guard lock(mu_);
-    return events_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<json> events_;
-};
-
+// EventLog, InProcessMaster and FastMasterOptions come from master_testing (same namespace).
+// The master on its own io thread and a loopback port, with its own in-memory store (master_testing's).
 struct MasterUnderTest {
-  boost::asio::io_context io;
   master::MemoryStateStore store;
-  master::Master m;
-  std::unique_ptr<http::Server> server;
-  std::thread thread;
-
-  explicit MasterUnderTest(master::MasterOptions opts) : m(io, std::move(opts), store) {
-    auto srv = http::Server::Start(io, "127.0.0.1", 0, [this](const http::Request& r) { return m.Handle(r); });
-    REQUIRE(srv);
-    server = std::move(*srv);
-    REQUIRE(m.BecomeLeader());
-    thread = std::thread([this] {
-      auto guard = boost::asio::make_work_guard(io);
-      io.run();
-    });
-  }
-  ~MasterUnderTest() {
-    std::promise<void> done;
-    boost::asio::post(io, [&] {
-      m.BecomeFollower("");
-      server->Stop();
-      done.set_value();
-    });
-    done.get_future().wait_for(5s);
-    io.stop();
-    thread.join();
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(server->port()); }
-  json State() {
-    std::promise<json> p;
-    boost::asio::post(io, [&] { p.set_value(m.StateJson()); });
-    return p.get_future().get();
-  }
+  InProcessMaster master;
+  explicit MasterUnderTest(master::MasterOptions opts) : master(store, std::move(opts)) {}
+  std::string url() const { return master.url(); }
+  json State() { return master.State(); }
 };
-
-// Quick loss detection for tests: unreachable after 1.5 s of silence, removed (tasks LOST) 3 s later.
-inline master::MasterOptions FastMasterOptions() {
-  master::MasterOptions o;
-  o.heartbeat_interval_s = 0.5;
-  o.agent_ping_timeout_s = 1.5;
-  o.agent_removal_timeout_s = 3;
-  o.offer_timeout_s = 30;
-  o.allocation_interval_s = 0.05;
-  o.default_refuse_seconds = 1;
-  return o;
-}
 
 // What the agents run, counted at the moment they act: an instance is alive from its LAUNCH until its KILL, and
 // healthy from the moment an agent decides to report it healthy (before the report leaves) until its KILL.

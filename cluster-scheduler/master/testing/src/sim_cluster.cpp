@@ -18,18 +18,30 @@ void EventLog::Push(json e) {
 }
 
 std::optional<json> EventLog::Find(const std::string& type, const std::function<bool(const json&)>& pred,
-                                   std::chrono::milliseconds timeout) {
+                                   std::chrono::milliseconds timeout, size_t from) {
   std::unique_lock lock(mu_);
   std::optional<json> out;
   cv_.wait_for(lock, timeout, [&] {
-    for (const auto& e : events_)
+    for (size_t i = from; i < events_.size(); ++i) {
+      const auto& e = events_[i];
       if (e.value("type", "") == type && (!pred || pred(e))) {
         out = e;
         return true;
       }
+    }
     return false;
   });
   return out;
+}
+
+size_t EventLog::size() {
+  std::lock_guard lock(mu_);
+  return events_.size();
+}
+
+std::vector<json> EventLog::All() {
+  std::lock_guard lock(mu_);
+  return events_;
 }
 
 size_t EventLog::Count(const std::string& type) {
@@ -81,6 +93,7 @@ master::MasterOptions FastMasterOptions() {
   o.agent_removal_timeout_s = 3;
   o.offer_timeout_s = 30;
   o.allocation_interval_s = 0.05;
+  o.default_refuse_seconds = 1;
   o.allocator_seed = 42;
   return o;
 }

@@ -33,11 +33,13 @@ namespace tug::cluster::testing {
 class EventLog {
  public:
   void Push(nlohmann::json e);
-  // The first event (from the start) of this type matching pred, waiting up to `timeout`.
+  // The first event of this type (from the start, or from index `from`) matching pred, waiting up to `timeout`.
   std::optional<nlohmann::json> Find(const std::string& type,
                                      const std::function<bool(const nlohmann::json&)>& pred = {},
-                                     std::chrono::milliseconds timeout = std::chrono::seconds(5));
+                                     std::chrono::milliseconds timeout = std::chrono::seconds(5), size_t from = 0);
   size_t Count(const std::string& type);
+  size_t size();
+  std::vector<nlohmann::json> All();
   void Clear();
 
  private:
@@ -71,7 +73,7 @@ class InProcessMaster {
   std::thread thread_;
 };
 
-// Fast timeouts for tests: heartbeats 0.5 s, unreachable after 1.5 s, removed after 3 s.
+// Fast timeouts for tests: heartbeats 0.5 s, unreachable after 1.5 s, removed after 3 s, declines filter 1 s.
 master::MasterOptions FastMasterOptions();
 
 struct SimAgentOptions {
