@@ -156,10 +156,13 @@ stop_pid() {  # stop_pid PID [SECONDS]: SIGTERM, then SIGKILL after SECONDS (10)
 leftover_pids() {
   local p
   [ -n "$W" ] || return 0
+  local -a argv
   for p in /proc/[0-9]*; do
     p=${p#/proc/}
     [ "$p" != $$ ] || continue
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$W/" && echo "$p"
+    # Builtins only: a helper process (grep "$W/") would find itself.
+    mapfile -d '' argv 2>/dev/null <"/proc/$p/cmdline" || continue
+    [[ " ${argv[*]} " == *"$W/"* ]] && echo "$p"
   done
   return 0
 }
@@ -226,6 +229,7 @@ build() {
     local lock=()
     if command -v flock >/dev/null 2>&1; then lock=(flock /tmp/tug-build.lock); fi
     cmdline ninja -C "$BUILD_DIR" "${targets[@]}"
+    say "  (through flock /tmp/tug-build.lock: waits while another build on this machine holds it)"
     "${lock[@]}" cmake -S "$ROOT" -B "$BUILD_DIR" >"$W/cmake.log" 2>&1 ||
       { tail -30 "$W/cmake.log" >&2; die "cmake configure failed (log above)"; }
     "${lock[@]}" ninja -C "$BUILD_DIR" -j2 "${targets[@]}" >"$W/build.log" 2>&1 ||
@@ -612,7 +616,8 @@ kill_controller() {
   read -r new newhost <<<"$(controller_task)"
   newpid=$(http_get "${NODE_API[node-0]}/api/v1/tasks/$new" | json_get - 'j["pid"]')
   say "  the old task ended (its last status, from node-0):"
-  http_get "${NODE_API[node-0]}/api/v1/tasks/$task" | json_get - '"    %s: %s" % (j["state"], j["message"])' || true
+  http_get "${NODE_API[node-0]}/api/v1/tasks/$task" |
+    json_get - '"    %s: %s" % (j["state"], j["message"].split("; stderr:")[0])' || true
   say "  what cluster-services did (\$W/services.log):"
   grep -F -e "$task" -e "$new" -e "gateway: " "$W/services.log" | grep -F tugboat.controller | tail -4 |
     sed -E 's/^[0-9T:.-]+ [a-z]+ services: //; s/; stderr: .*\)/)/' | cut -c1-150 | indent
