@@ -33,8 +33,6 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 KEEP=${KEEP:-0}
 SHORT=${SHORT:-0}
 BUILD=${BUILD:-1}
-PLATFORM=linux/arm64/v8
-REPO_PATH=acme/sensor
 DEVICES=(dev-1 dev-2 dev-3)
 NODES=(node-0 node-1 node-2)
 
@@ -42,66 +40,24 @@ ETCD=etcd
 MASTER="$BUILD_DIR/cluster-scheduler/master/cluster-master"
 NODE="$BUILD_DIR/cluster-scheduler/node/cluster-node"
 SERVICES="$BUILD_DIR/cluster-scheduler/frameworks/services/cluster-services"
-AGENT="$BUILD_DIR/device-agent/device-agent"
-TUG="$BUILD_DIR/iot-controller/cli/tug"
-BUILDER="$BUILD_DIR/image-builder/image-builder"
-CONTROLLER="$BUILD_DIR/iot-controller/controller/iot-controller"
-BROKER_CONFIG="$BUILD_DIR/iot-controller/broker/tug-broker-config"
-SENSOR_DIR="$ROOT/examples/sensor"
-DEBS_DIR=${DEBS_DIR:-/var/cache/tugboat/debs}
+
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/fleet.sh
+. "$ROOT/scripts/lib/fleet.sh"   # the fleet steps shared with scripts/demo.sh
+fleet_init "cluster demo"        # colours, binaries, PLATFORM, REPO_PATH, AGENT_PID, DIGEST, SUMMARY, ...
+WATCH_TAIL=12                    # rollout watch: only its last lines
 
 W=""                       # temp dir: the whole "cluster" (etcd, node work dirs, volumes), registry, devices, logs
-ETCD_PID="" REGISTRY_PID="" SERVICES_PID=""
+LOG_DIR=""                 # $W/logs
+ETCD_PID="" SERVICES_PID=""
 declare -a MASTER_PID=() MASTER_URL=()
 declare -A NODE_PID=() NODE_API=()       # node name -> pid, http://127.0.0.1:PORT of its own API
-declare -A AGENT_PID=()                  # device id -> daemon pid
 MASTERS=""                 # comma-separated master URLs
 SVC=""                     # cluster-services REST API
-REGISTRY_PORT=""
 MQTT_GW="" API_GW=""       # HAProxy frontends: Mosquitto (tcp), controller (http)
-declare -A DIGEST=()       # version -> signed index digest
-declare -a SUMMARY=()
-START_TIME=$SECONDS
 
 # ---------------------------------------------------------------------------------------------------------------
-# output helpers (as in scripts/demo.sh)
+# helpers (the output helpers are in scripts/lib/fleet.sh)
 
-if [ -t 1 ]; then B=$'\e[1m'; G=$'\e[32m'; R=$'\e[31m'; D=$'\e[2m'; N=$'\e[0m'; else B=""; G=""; R=""; D=""; N=""; fi
-
-heading() { printf '\n%s== %s ==%s  %s(%ss)%s\n' "$B" "$*" "$N" "$D" "$((SECONDS - START_TIME))" "$N"; }
-say() { printf '%s\n' "$*"; }
-ok() { printf '%s  ok%s  %s\n' "$G" "$N" "$*"; }
-indent() { sed 's/^/    /'; }
-die() {
-  printf '\n%scluster demo FAILED: %s%s\n' "$R" "$*" "$N" >&2
-  exit 1
-}
-pretty() {  # a command line as the reader would type it: short binary names, $W for the temp dir
-  local a out=()
-  for a in "$@"; do
-    a=${a/#$BUILD_DIR\/*\//}
-    a=${a//$ROOT\//}
-    [ -z "$W" ] || a=${a//$W/\$W}
-    [[ "$a" != *" "* ]] || a="'$a'"
-    out+=("$a")
-  done
-  printf '%s' "${out[*]}"
-}
-cmdline() { printf '%s  $ %s%s\n' "$D" "$(pretty "$@")" "$N"; }
-LAST_OUT=""
-show() {  # runs a command, showing it and its output indented; the output is also kept in $LAST_OUT
-  cmdline "$@"
-  local rc=0
-  LAST_OUT=$("$@" 2>&1) || rc=$?
-  [ -z "$LAST_OUT" ] || printf '%s\n' "$LAST_OUT" | indent
-  return $rc
-}
-json_get() {  # json_get FILE-or-- EXPR  (EXPR is Python over `j`)
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1]) if sys.argv[1]!="-" else sys.stdin); v=eval(sys.argv[2]); print("" if v is None else v)' "$1" "$2"
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 free_range() {  # free_range N: the first of N consecutive free loopback ports, away from the ephemeral range
   python3 - "$1" <<'PY'
 import random, socket, sys
@@ -131,25 +87,11 @@ wait_for() {
   done
   die "timed out after ${secs}s waiting for $what"
 }
-# tug against the controller behind the gateway (TUG_CONTROLLER/TUG_TOKEN are exported once the app runs)
-tug() { timeout 60 "$TUG" "$@"; }
-tug_json() { tug --json "$@"; }
 # svc METHOD PATH [BODY]: the services framework's REST API
 svc() { curl -sS --max-time 10 -X "$1" -H 'Content-Type: application/json' ${3:+--data-binary "$3"} "$SVC$2"; }
 
 # ---------------------------------------------------------------------------------------------------------------
 # cleanup: everything by pid
-
-stop_pid() {  # stop_pid PID [SECONDS]: SIGTERM, then SIGKILL after SECONDS (10)
-  local pid=$1 t=${2:-10}
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-  kill "$pid" 2>/dev/null
-  for _ in $(seq $((t * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-  return 0
-}
 
 # Processes still running whose command line names the temp dir: task supervisors, tasks, HAProxy. Only ever
 # processes this script's nodes and cluster-services started (the temp dir is ours alone).
@@ -168,7 +110,7 @@ leftover_pids() {
 }
 
 cleanup() {
-  local rc=$? d id state i p left
+  local rc=$? d i p left
   trap - EXIT INT TERM
   set +e
   [ "$rc" = 0 ] || printf '%scleaning up: agents, containers, cluster-services + HAProxy, nodes + tasks, masters, etcd, registry%s\n' "$D" "$N" >&2
@@ -177,16 +119,7 @@ cleanup() {
       [ -f "$f" ] && { printf -- '--- tail of %s\n' "$f" >&2; tail -15 "$f" >&2; }
     done
   fi
-  for d in "${!AGENT_PID[@]}"; do kill "${AGENT_PID[$d]}" 2>/dev/null; done
-  for d in "${!AGENT_PID[@]}"; do stop_pid "${AGENT_PID[$d]}"; done
-  if [ -n "$W" ] && [ -d "$W/devices" ]; then
-    for state in "$W"/devices/*/state; do
-      [ -d "$state/runc" ] || continue
-      for id in $(timeout 30 runc --root "$state/runc" list -q 2>/dev/null); do
-        timeout 30 runc --root "$state/runc" delete --force "$id" >/dev/null 2>&1
-      done
-    done
-  fi
+  stop_devices
   # The framework first (it stops its HAProxy and would otherwise replace the tasks the nodes kill), then the nodes:
   # they run with --kill-tasks-on-exit, so SIGTERM kills their tasks (Mosquitto, the controller) before they exit.
   stop_pid "$SERVICES_PID" 20
@@ -201,13 +134,7 @@ cleanup() {
     printf '%sstopping leftover processes of %s: %s%s\n' "$D" "$W" "$(echo $left)" "$N" >&2
     for p in $left; do kill -9 "$p" 2>/dev/null; done
   fi
-  if [ -n "$W" ] && [ -d "$W" ]; then
-    if [ "$KEEP" = 1 ]; then
-      say "kept $W (KEEP=1)"
-    else
-      rm -rf "$W"
-    fi
-  fi
+  remove_work_dir
   exit $rc
 }
 
@@ -217,8 +144,7 @@ cleanup() {
 setup_host() {
   heading "1. Host setup (Debian packages, QEMU binfmt, busybox .debs)"
   [ "$(id -u)" = 0 ] || die "run as root: sudo $0 (runc, binfmt and the nodes' cgroups need it)"
-  "$ROOT/scripts/setup.sh" 2>&1 | indent
-  [ "${PIPESTATUS[0]}" = 0 ] || die "scripts/setup.sh failed"
+  run_setup
 }
 
 build() {
@@ -226,21 +152,14 @@ build() {
   local b targets=(cluster-master cluster-node cluster-services iot-controller tug-broker-config tug device-agent
     image-builder)
   if [ "$BUILD" = 1 ]; then
-    local lock=()
-    if command -v flock >/dev/null 2>&1; then lock=(flock /tmp/tug-build.lock); fi
+    local CMAKE_ARGS=() NINJA_ARGS=(-j2 "${targets[@]}")
     cmdline ninja -C "$BUILD_DIR" "${targets[@]}"
     say "  (through flock /tmp/tug-build.lock: waits while another build on this machine holds it)"
-    "${lock[@]}" cmake -S "$ROOT" -B "$BUILD_DIR" >"$W/cmake.log" 2>&1 ||
-      { tail -30 "$W/cmake.log" >&2; die "cmake configure failed (log above)"; }
-    "${lock[@]}" ninja -C "$BUILD_DIR" -j2 "${targets[@]}" >"$W/build.log" 2>&1 ||
-      { tail -40 "$W/build.log" >&2; die "build failed (log above)"; }
-    grep -E '^\[[0-9]+/[0-9]+\]|no work to do' "$W/build.log" | tail -1 | indent
+    build_binaries
   else
     say "  BUILD=0: using the binaries in $BUILD_DIR as they are"
   fi
-  for b in "$MASTER" "$NODE" "$SERVICES" "$AGENT" "$TUG" "$BUILDER" "$CONTROLLER" "$BROKER_CONFIG"; do
-    [ -x "$b" ] || die "missing binary $b"
-  done
+  check_binaries "$MASTER" "$NODE" "$SERVICES" "$AGENT" "$TUG" "$BUILDER" "$CONTROLLER" "$BROKER_CONFIG"
   for b in etcd haproxy runc docker-registry mosquitto_pub; do
     command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || die "missing $b (scripts/setup.sh installs it)"
   done
@@ -250,44 +169,21 @@ build() {
 # ---------------------------------------------------------------------------------------------------------------
 # 3-4. releases (as scripts/demo.sh: image-builder on a busybox base, pushed to a loopback registry, signed)
 
-release_field() {  # release_field FILE EXPR: EXPR (Python over the decoded payload `p`) of a signed release envelope
-  python3 -c 'import base64,json,sys; p=json.loads(base64.b64decode(json.load(open(sys.argv[1]))["payload"])); print(eval(sys.argv[2]))' "$1" "$2"
-}
-
 build_releases() {
   heading "3. Build, push and sign the sensor releases v1, v2 and the broken v3 (as scripts/demo.sh does)"
-  REGISTRY_PORT=$(free_port)
-  mkdir -p "$W/registry"
-  printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
-    "$W/registry" "$REGISTRY_PORT" >"$W/registry.yml"
-  docker-registry serve "$W/registry.yml" >"$W/logs/registry.log" 2>&1 &
-  REGISTRY_PID=$!
-  wait_for 10 "the registry" http_get -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/v2/"
+  start_registry
   ok "docker-registry (pid $REGISTRY_PID) on 127.0.0.1:$REGISTRY_PORT"
-  show "$TUG" keygen --out "$W/release-key" || die "tug keygen failed"
-  show "$TUG" trust init --key "$W/release-key.pub" --threshold 1 --expires 30d --out "$W/root.json" ||
-    die "tug trust init failed"
-  local deb v
-  deb=$(ls "$DEBS_DIR"/busybox-static_*_arm64.deb 2>/dev/null | head -1)
-  [ -n "$deb" ] || die "no busybox-static arm64 .deb in $DEBS_DIR (scripts/setup.sh fetches it)"
-  show timeout 300 "$BUILDER" debootstrap-lite --platform "$PLATFORM" --deb "$deb" --oci-layout "$W/base" \
-    --tag base:v1 || die "image-builder debootstrap-lite failed"
-  local versions=(1 2 3)
+  make_release_keys
+  build_base
+  local v versions=(1 2 3)
   [ "$SHORT" = 1 ] && versions=(1 2)
   for v in "${versions[@]}"; do
     "$SENSOR_DIR/build.sh" arm64 "$v" "$W/sensor-v$v" >"$W/logs/sensor-v$v.log" 2>&1 ||
       { tail -20 "$W/logs/sensor-v$v.log" >&2; die "examples/sensor/build.sh failed for v$v"; }
-    local args=(build -f "$SENSOR_DIR/Dockerfile" --platform "$PLATFORM" --build-arg "BASE=$W/base:v1"
-      --build-arg "VERSION=$v" --cache-dir "$W/build-cache" --tag "127.0.0.1:$REGISTRY_PORT/$REPO_PATH:v$v" --push
-      --insecure-registry "127.0.0.1:$REGISTRY_PORT" --sign "$W/release-key" --release-version "$v"
-      --release-name "sensor v$v" --release-out "$W/release-v$v.json" "$W/sensor-v$v")
     cmdline "$SENSOR_DIR/build.sh" arm64 "$v" "$W/sensor-v$v"
-    cmdline "$BUILDER" "${args[@]}"
-    timeout 300 "$BUILDER" "${args[@]}" >"$W/logs/build-v$v.out" 2>"$W/logs/build-v$v.log" ||
-      { tail -20 "$W/logs/build-v$v.log" >&2; die "image-builder build failed for v$v"; }
-    DIGEST[$v]=$(release_field "$W/release-v$v.json" 'p["digest"]')
-    "$TUG" release verify --root "$W/root.json" "$W/release-v$v.json" >/dev/null 2>&1 ||
-      die "tug release verify rejected release v$v"
+    build_sensor_image "$v" "$W/sensor-v$v"
+    sensor_image_ok "$v"
+    verify_release "$v"
     ok "sensor v$v pushed and signed: release-v$v.json (${DIGEST[$v]:0:19}...)"
   done
 }
@@ -389,12 +285,10 @@ prepare_volumes() {
   mkdir -p "$W/volumes/controller"
   # The broker volume (node-1): CA, server and client certificates, config, ACL, persistence. The listener port in
   # mosquitto.conf is a placeholder: the app's cmd puts its $PORT0 there when it starts.
-  local args=(--out "$W/volumes/broker" --controller controller --tls-port 1883 --user root --days 2)
-  for d in "${DEVICES[@]}"; do args+=(--device "$d"); done
-  show "$BROKER_CONFIG" "${args[@]}" || die "tug-broker-config failed"
+  provision_broker "$W/volumes/broker" 1883
   # The controller volume (node-0): config, token, trust root, its MQTT client certificate; the database appears
   # here when the controller first starts.
-  TOKEN=cluster-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  TOKEN=$(new_token cluster)
   printf '%s\n' "$TOKEN" >"$W/volumes/controller/token"
   cp "$W/root.json" "$W/volumes/controller/root.json"
   cp "$W/volumes/broker/ca/ca.crt" "$W/volumes/broker/clients/controller.crt" \
@@ -458,45 +352,22 @@ create_apps() {
   say "    (QoS 1, acknowledged: TLS with dev-1's certificate, through HAProxy to Mosquitto on node-1)"
   wait_for 30 "the controller through the gateway, connected to MQTT" controller_healthz
   show curl -sS "http://127.0.0.1:$API_GW/healthz" || die "controller /healthz through the gateway failed"
-  export TUG_CONTROLLER="http://127.0.0.1:$API_GW" TUG_TOKEN="$TOKEN"
-  say "${D}  \$ export TUG_CONTROLLER=$TUG_CONTROLLER TUG_TOKEN=$TOKEN${N}"
+  use_controller "http://127.0.0.1:$API_GW"
+  show_tug_env
   ok "Mosquitto on node-1 and the controller on node-0, both healthy, both reached only through HAProxy"
 }
 
 # ---------------------------------------------------------------------------------------------------------------
 # 8-11. the fleet story through the gateway
 
-dev_state() { printf '%s' "$W/devices/$1/state"; }
-dev_status() { "$AGENT" --state-dir "$(dev_state "$1")" status --json; }
-
-online_devices() { [ "$(tug_json devices list --online | json_get - 'len(j["devices"])')" = "${#DEVICES[@]}" ]; }
-
 start_devices() {
   heading "8. Start ${#DEVICES[@]} arm64 devices whose MQTT broker is the gateway's TCP port $MQTT_GW"
-  local d state cfg b="$W/volumes/broker"
-  mkdir -p "$W/devices"
-  for d in "${DEVICES[@]}"; do
-    state=$(dev_state "$d") cfg="$W/devices/$d.json"
-    "$AGENT" --state-dir "$state" init --root "$W/root.json" >/dev/null 2>&1 || die "device-agent init failed for $d"
-    python3 - "$cfg" "$d" "$state" "$PLATFORM" "$MQTT_GW" "$b" "127.0.0.1:$REGISTRY_PORT" <<'PY'
-import json, sys
-cfg, dev, state, platform, port, broker, registry = sys.argv[1:]
-json.dump({"device_id": dev, "state_dir": state, "platform": platform, "labels": {"fleet": "demo"},
-           "mqtt": {"host": "127.0.0.1", "port": int(port), "ca": f"{broker}/ca/ca.crt",
-                    "cert": f"{broker}/clients/{dev}.crt", "key": f"{broker}/clients/{dev}.key", "keepalive": 5},
-           "registry": {"insecure": [registry]}, "commit_window": 1}, open(cfg, "w"), indent=1)
-PY
-  done
+  init_devices "$MQTT_GW" "$W/volumes/broker"
   say "  dev-1's config (the others alike):"
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(json.dumps(j["mqtt"]))' "$W/devices/dev-1.json" |
     sed "s|$W|\$W|g" | indent | indent
-  for d in "${DEVICES[@]}"; do
-    "$AGENT" --config "$W/devices/$d.json" run >"$W/devices/$d.log" 2>&1 &
-    AGENT_PID[$d]=$!
-  done
-  cmdline "$AGENT" --config "$W/devices/dev-N.json" run
-  say "  pids: $(for d in "${DEVICES[@]}"; do printf '%s=%s ' "$d" "${AGENT_PID[$d]}"; done)"
-  wait_for 60 "all devices online at the controller" online_devices
+  start_agents
+  wait_devices_online 60
   show tug devices list || die "tug devices list failed"
   # An operator label: it exists only in the controller's database (devices do not report it).
   show tug devices label dev-1 site=harbour || die "tug devices label failed"
@@ -512,42 +383,6 @@ add_releases() {
   ok "releases verified against root.json and stored in \$W/volumes/controller/controller.db"
 }
 
-ROLLOUT=""
-create_rollout() {  # create_rollout VERSION PHASE... -> sets ROLLOUT
-  local v=$1 p args
-  shift
-  args=(rollout create --release "$v" --label fleet=demo)
-  for p in "$@"; do args+=(--phase "$p"); done
-  args+=(--abort-failure-percent 1 --abort-min-devices 1 --device-timeout 5m)
-  cmdline tug "${args[@]}"
-  ROLLOUT=$(tug "${args[@]}") || die "tug rollout create failed"
-  [[ "$ROLLOUT" =~ ^r-[0-9A-Za-z-]+$ ]] || die "tug rollout create printed '$ROLLOUT', not a rollout id"
-  say "$ROLLOUT" | indent
-}
-
-WATCH_RC=0
-watch_rollout() {
-  cmdline tug rollout watch "$1" --interval 1s --timeout 5m
-  set +e
-  timeout 330 "$TUG" rollout watch "$1" --interval 1s --timeout 5m >"$W/logs/watch-$1.log" 2>&1
-  WATCH_RC=$?
-  set -e
-  tail -12 "$W/logs/watch-$1.log" | indent
-  say "  exit code $WATCH_RC"
-}
-
-expect_fleet_on() {  # controller and every device agree: VERSION active, committed, running
-  local v=$1 d got
-  for d in "${DEVICES[@]}"; do
-    got=$(tug_json devices get "$d" | json_get - '(j.get("active") or {}).get("version")') ||
-      die "tug devices get $d failed"
-    [ "$got" = "$v" ] || die "the controller reports $d on version '$got', expected $v"
-    got=$(dev_status "$d" | json_get - \
-      '"%s %s %s" % (j["active"]["version"], j["active"]["status"], j["active"]["running"]) if j["active"] else "none"')
-    [ "$got" = "$v committed True" ] || die "$d: expected v$v active, committed and running; its status says: $got"
-  done
-}
-
 fleet_table() {
   local d st
   say "  on the devices themselves (device-agent status --json):"
@@ -561,17 +396,13 @@ fleet_table() {
 rollout_v1_v2() {
   heading "10. Roll out v1 to all devices, then v2 in two phases (1 canary, then 100%)"
   local t0=$SECONDS
-  create_rollout 1 100%
+  rollout_succeeds 1 100%
   R1=$ROLLOUT
-  watch_rollout "$R1"
-  [ "$WATCH_RC" = 0 ] || die "rollout $R1 of v1 did not succeed (watch exit $WATCH_RC)"
   expect_fleet_on 1
   ok "v1 on all ${#DEVICES[@]} devices ($((SECONDS - t0))s)"
   t0=$SECONDS
-  create_rollout 2 1 100%
+  rollout_succeeds 2 1 100%
   R2=$ROLLOUT
-  watch_rollout "$R2"
-  [ "$WATCH_RC" = 0 ] || die "rollout $R2 of v2 did not succeed (watch exit $WATCH_RC)"
   expect_fleet_on 2
   show tug devices list || die "tug devices list failed"
   fleet_table
@@ -631,7 +462,7 @@ kill_controller() {
   show tug releases list || die "tug releases list failed"
   show tug rollout list || die "tug rollout list failed"
   show tug rollout get "$R2" || die "tug rollout get $R2 failed"
-  wait_for 30 "all devices online at the restarted controller" online_devices
+  wait_devices_online 30
   show tug devices list || die "tug devices list failed"
   local st
   for r in "$R1" "$R2"; do
@@ -649,16 +480,11 @@ kill_controller() {
 
 rollout_v3() {
   heading "12. Roll out the broken v3 through the restarted controller: the canary fails, the rollout aborts"
-  local t0=$SECONDS touched canary
-  create_rollout 3 1 100%
+  local t0=$SECONDS canary
+  rollout_aborts 3 1 100%
   R3=$ROLLOUT
-  watch_rollout "$R3"
-  [ "$WATCH_RC" = 1 ] || die "tug rollout watch $R3 should exit 1 (aborted), got exit $WATCH_RC"
-  tug_json rollout get "$R3" >"$W/rollout-$R3.json" || die "tug rollout get $R3 failed"
-  [ "$(json_get "$W/rollout-$R3.json" 'j["state"]')" = aborted ] || die "rollout $R3 is not 'aborted'"
-  touched=$(json_get "$W/rollout-$R3.json" '" ".join(j["touched"])')
-  [ "$(wc -w <<<"$touched")" = 1 ] || die "rollout $R3 touched '$touched'; expected only the canary"
-  canary=$touched
+  expect_aborted_at_canary "$R3"
+  canary=$CANARY
   show tug rollout get "$R3" || die "tug rollout get $R3 failed"
   expect_fleet_on 2
   fleet_table
@@ -676,11 +502,10 @@ summary() {
 }
 
 main() {
-  trap cleanup EXIT
-  trap 'printf "\n%sinterrupted%s\n" "$R" "$N" >&2; exit 130' INT
-  trap 'printf "\n%sterminated%s\n" "$R" "$N" >&2; exit 143' TERM
+  install_traps
   W=$(mktemp -d /tmp/tugboat-cluster.XXXXXX)
   chmod 755 "$W"
+  LOG_DIR=$W/logs
   mkdir -p "$W/logs" "$W/nodes"
   say "${B}Tugboat's cloud side on Tugboat's cluster${N}: Mosquitto and the iot-controller as services behind HAProxy; the fleet demo through them; the controller killed and replaced with its state."
   say "Working dir W=$W (removed at the end unless KEEP=1)"
