@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/env.hpp"
+#include "oci/runtime_spec.hpp"
 #include "oci/user.hpp"
 
 namespace tug::agent {
@@ -106,9 +107,7 @@ Status WriteRuntimeSpec(const std::string& bundle_dir, const oci::ImageConfig& i
   for (auto& e : env) has_path |= e.rfind("PATH=", 0) == 0;
   if (!has_path) env.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 
-  const std::vector<std::string> caps{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN",
-                                      "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETGID", "CAP_SETUID",
-                                      "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD"};
+  const std::vector<std::string>& caps = oci::DefaultContainerCapabilities();
   nlohmann::json spec = {
       {"ociVersion", "1.0.2"},
       {"process",
@@ -122,22 +121,7 @@ Status WriteRuntimeSpec(const std::string& bundle_dir, const oci::ImageConfig& i
         {"noNewPrivileges", true}}},
       {"root", {{"path", "rootfs"}, {"readonly", false}}},
       {"hostname", hostname},
-      {"mounts",
-       {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
-        {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"},
-         {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
-        {{"destination", "/dev/pts"}, {"type", "devpts"}, {"source", "devpts"},
-         {"options", {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}}},
-        {{"destination", "/dev/shm"}, {"type", "tmpfs"}, {"source", "shm"},
-         {"options", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}},
-        {{"destination", "/dev/mqueue"}, {"type", "mqueue"}, {"source", "mqueue"},
-         {"options", {"nosuid", "noexec", "nodev"}}},
-        {{"destination", "/sys"}, {"type", "sysfs"}, {"source", "sysfs"},
-         {"options", {"nosuid", "noexec", "nodev", "ro"}}},
-        {{"destination", "/tmp"}, {"type", "tmpfs"}, {"source", "tmpfs"},
-         {"options", {"nosuid", "nodev", "mode=1777"}}},
-        {{"destination", "/etc/resolv.conf"}, {"type", "bind"}, {"source", "/etc/resolv.conf"},
-         {"options", {"rbind", "ro"}}}}},
+      {"mounts", oci::DefaultContainerMounts()},
       {"linux",
        {{"namespaces", {{{"type", "pid"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}}}},
         {"maskedPaths", {"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

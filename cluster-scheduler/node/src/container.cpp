@@ -8,6 +8,7 @@
 #include "core/env.hpp"
 #include "crypto/sha256.hpp"
 #include "model/types.hpp"
+#include "oci/runtime_spec.hpp"
 #include "oci/layer.hpp"
 #include "oci/user.hpp"
 #include "registry/client.hpp"
@@ -138,9 +139,10 @@ Status WriteContainerSpec(const std::string& bundle, const oci::ImageConfig& ima
   }
   if (!has_path) env.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 
-  const std::vector<std::string> caps{"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN",
-                                      "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETGID", "CAP_SETUID",
-                                      "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD"};
+  const std::vector<std::string>& caps = oci::DefaultContainerCapabilities();
+  nlohmann::json mounts = oci::DefaultContainerMounts();  // + the task's sandbox, read-write
+  mounts.push_back({{"destination", kSandboxInContainer}, {"type", "bind"}, {"source", p.sandbox},
+                    {"options", {"rbind", "rw"}}});
   // As many open files as this node may have, up to 65536 (runc cannot raise a limit above our hard limit).
   struct rlimit rl{};
   uint64_t nofile = 1024;
@@ -172,24 +174,7 @@ Status WriteContainerSpec(const std::string& bundle, const oci::ImageConfig& ima
         {"noNewPrivileges", true}}},
       {"root", {{"path", "rootfs"}, {"readonly", false}}},
       {"hostname", p.hostname},
-      {"mounts",
-       {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
-        {{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"},
-         {"options", {"nosuid", "strictatime", "mode=755", "size=65536k"}}},
-        {{"destination", "/dev/pts"}, {"type", "devpts"}, {"source", "devpts"},
-         {"options", {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}}},
-        {{"destination", "/dev/shm"}, {"type", "tmpfs"}, {"source", "shm"},
-         {"options", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}},
-        {{"destination", "/dev/mqueue"}, {"type", "mqueue"}, {"source", "mqueue"},
-         {"options", {"nosuid", "noexec", "nodev"}}},
-        {{"destination", "/sys"}, {"type", "sysfs"}, {"source", "sysfs"},
-         {"options", {"nosuid", "noexec", "nodev", "ro"}}},
-        {{"destination", "/tmp"}, {"type", "tmpfs"}, {"source", "tmpfs"},
-         {"options", {"nosuid", "nodev", "mode=1777"}}},
-        {{"destination", "/etc/resolv.conf"}, {"type", "bind"}, {"source", "/etc/resolv.conf"},
-         {"options", {"rbind", "ro"}}},
-        {{"destination", kSandboxInContainer}, {"type", "bind"}, {"source", p.sandbox},
-         {"options", {"rbind", "rw"}}}}},
+      {"mounts", mounts},
       {"linux", linux_section},
   };
   // runc creates missing mount points itself, resolving them inside the rootfs (never through its symlinks).
