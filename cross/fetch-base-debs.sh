@@ -3,6 +3,8 @@
 # Idempotent: skips what is already there. apt only lists a foreign architecture's packages once that
 # architecture is added, so arm64/armhf are added (download only; nothing foreign gets installed).
 set -euo pipefail
+# shellcheck source=../scripts/lib/apt.sh
+. "$(dirname "$0")/../scripts/lib/apt.sh"
 DIR=${1:-/var/cache/tugboat/debs}
 mkdir -p "$DIR"
 chmod 755 "$DIR"
@@ -13,12 +15,12 @@ for arch in arm64 armhf; do
     need_update=1
   fi
 done
-[ $need_update = 0 ] || apt-get update -qq
+[ $need_update = 0 ] || apt_update
 for arch in arm64 armhf amd64; do
   if ! ls "$DIR"/busybox-static_*_"$arch".deb >/dev/null 2>&1; then
     tmp=$(mktemp -d); chmod 755 "$tmp"
     (cd "$tmp" && apt-get download -qq "busybox-static:$arch" 2>/dev/null) || {
-      apt-get update -qq && (cd "$tmp" && apt-get download -qq "busybox-static:$arch")
+      apt_update && (cd "$tmp" && apt-get -o Acquire::Retries=3 download -qq "busybox-static:$arch")
     }
     mv "$tmp"/*.deb "$DIR"/ && rmdir "$tmp"
   fi

@@ -4,6 +4,8 @@
 set -euo pipefail
 
 CACHE_DIR=${TUGBOAT_CACHE:-/var/cache/tugboat}
+# shellcheck source=lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 
@@ -25,8 +27,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_update
+  $SUDO apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "setup: all Debian packages present"
 fi
