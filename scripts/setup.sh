@@ -10,7 +10,7 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 
 PACKAGES=(
-  build-essential cmake ninja-build pkg-config git ca-certificates curl python3
+  build-essential cmake ninja-build pkg-config git ca-certificates curl python3 ccache
   libboost-dev libssl-dev libsodium-dev libarchive-dev zlib1g-dev libzstd-dev
   nlohmann-json3-dev libexpected-dev libcli11-dev libspdlog-dev libfmt-dev catch2
   libsqlite3-dev libmosquitto-dev

@@ -208,10 +208,7 @@ TaskInfo ServingTask(const std::string& id, uint32_t port, HealthCheck hc) {
 }
 
 void CheckHealthLifecycle(HealthCheck::Type type) {
-  if (HostBusybox().empty()) {
-    WARN("no busybox-static .deb in /var/cache/tugboat/debs (scripts/setup.sh fetches it): skipped");
-    return;
-  }
+  if (HostBusybox().empty()) FAIL("no busybox-static .deb in /var/cache/tugboat/debs (scripts/setup.sh fetches it)");
   testsupport::TempDir dir("tug-node");
   auto runner = OpenRunner(dir.path());
   HealthCheck hc;
