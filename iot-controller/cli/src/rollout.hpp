@@ -23,6 +23,16 @@ std::string RolloutHeadline(const Json& rollout);
 // Devices whose outcome counts as a failure (failed, timed_out, rolled_back), with attempts and errors.
 void PrintFailedDevices(const Io& io, const Json& rollout);
 
+// Which devices GET /rollouts/{id} lists (docs/api.md): `devices` is "", "none" or states joined by commas,
+// `limit` 0 for no limit, `after` "" to start at the first device.
+struct ReportQuery {
+  std::string devices;
+  int64_t limit = 0;
+  std::string after;
+};
+// "/rollouts/r-1?devices=failed,timed_out&limit=100&after=pi-0042", escaped; no query for the default.
+std::string RolloutPath(const std::string& id, const ReportQuery& q);
+
 struct WatchFlags {
   std::string id;
   std::string interval = "1s";

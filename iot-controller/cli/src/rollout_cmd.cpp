@@ -1,4 +1,5 @@
 // tug rollout create|get|list|pause|resume|cancel|rollback|cancel-device|watch.
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -103,6 +104,18 @@ std::string CountsSummary(const Json& counts) {
          Num(counts, "pending", "0") + " pending";
 }
 
+struct GetFlags {
+  std::string id;
+  ReportQuery query;
+};
+
+// The command that fetches the page after this one: what `get` prints below a page that has more.
+std::string NextPageCommand(const GetFlags& f, const std::string& next_after) {
+  std::string cmd = "tug rollout get " + f.id;
+  if (!f.query.devices.empty()) cmd += " --devices " + f.query.devices;
+  return cmd + " --limit " + std::to_string(f.query.limit) + " --after " + next_after;
+}
+
 void RenderRollout(const Io& io, const Json& r) {
   io.out << RolloutHeadline(r) << "  created " << HumanTime(Str(r, "created_at", ""), io.clock.Now()) << "\n";
   io.out << "devices: " << CountsSummary(r.value("counts", Json::object())) << "\n";
@@ -122,6 +135,17 @@ void RenderRollout(const Io& io, const Json& r) {
            NonEmpty(Str(d, "job")), Str(d, "error", "")});
   }
   t.Print(io.out);
+}
+
+// A rollout as `get` shows it; a filtered or paged listing says when it is empty and how to get the next page.
+void RenderGet(const Io& io, const Json& r, const GetFlags& f) {
+  RenderRollout(io, r);
+  const bool listing = f.query.devices != "none" && (!f.query.devices.empty() || f.query.limit > 0 ||
+                                                     !f.query.after.empty());
+  if (!listing) return;
+  if (r.value("devices", Json::array()).empty()) io.out << "\n(no devices match)\n";
+  const std::string next = Str(r, "next_after", "");
+  if (!next.empty()) io.out << "\nmore devices: " << NextPageCommand(f, next) << "\n";
 }
 
 void RenderList(const Io& io, const Json& j) {
@@ -160,6 +184,27 @@ void AddAction(CLI::App& rollout, Context& ctx, const std::string& verb, const s
 }
 
 }  // namespace
+
+std::string RolloutPath(const std::string& id, const ReportQuery& q) {
+  std::string query;
+  auto add = [&query](const std::string& kv) { query += (query.empty() ? "?" : "&") + kv; };
+  if (!q.devices.empty()) {
+    // Each state escaped on its own: the commas between them stay readable, as the API documents them.
+    std::string states;
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = std::min(q.devices.find(',', start), q.devices.size());
+      states += EscapeQueryValue(q.devices.substr(start, comma - start));
+      if (comma == q.devices.size()) break;
+      states += ',';
+      start = comma + 1;
+    }
+    add("devices=" + states);
+  }
+  if (q.limit > 0) add("limit=" + std::to_string(q.limit));
+  if (!q.after.empty()) add("after=" + EscapeQueryValue(q.after));
+  return "/rollouts/" + EscapePathSegment(id) + query;
+}
 
 void AddRolloutCommands(CLI::App& app, Context& ctx) {
   CLI::App* rollout = app.add_subcommand("rollout", "Stage a release across the fleet in phases and follow it.");
@@ -226,14 +271,30 @@ void AddRolloutCommands(CLI::App& app, Context& ctx) {
     };
   });
 
-  auto gid = std::make_shared<std::string>();
+  auto gf = std::make_shared<GetFlags>();
   CLI::App* get = rollout->add_subcommand("get", "Show a rollout: state, phases and every device's outcome.");
-  get->add_option("id", *gid, "Rollout id")->required()->type_name("ID");
-  get->footer("Example:\n  tug rollout get r-1");
-  get->callback([&ctx, gid] {
-    ctx.action = [&ctx, gid] {
-      return CallAndRender(ctx, "GET", "/rollouts/" + EscapePathSegment(*gid), "",
-                           [&ctx](const Json& r) { RenderRollout(ctx.io, r); });
+  get->add_option("id", gf->id, "Rollout id")->required()->type_name("ID");
+  get->add_option("--devices", gf->query.devices,
+                  "List only devices in these states (comma-separated: pending, in_progress, succeeded, failed, "
+                  "timed_out, unreached, cancelled, rolled_back), or none for counts only")
+      ->type_name("STATE,..|none");
+  get->add_option("--limit", gf->query.limit, "List at most N devices; prints how to get the next page")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000}))
+      ->type_name("N");
+  get->add_option("--after", gf->query.after, "List devices whose id sorts after this one (the next page's start)")
+      ->type_name("DEVICE");
+  get->footer(
+      "Without flags every device is listed: on a large fleet, --devices none (counts only) or --limit pages\n"
+      "through them in device id order; each page ends with the command for the next one.\n\n"
+      "Examples:\n"
+      "  tug rollout get r-1\n"
+      "  tug rollout get r-1 --devices none\n"
+      "  tug rollout get r-1 --devices failed,timed_out,rolled_back --limit 100\n"
+      "  tug rollout get r-1 --limit 500 --after pi-0500");
+  get->callback([&ctx, gf] {
+    ctx.action = [&ctx, gf] {
+      return CallAndRender(ctx, "GET", RolloutPath(gf->id, gf->query), "",
+                           [&ctx, gf](const Json& r) { RenderGet(ctx.io, r, *gf); });
     };
   });
 

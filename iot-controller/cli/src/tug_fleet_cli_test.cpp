@@ -402,20 +402,29 @@ TEST_CASE("rollout get and list render phases, devices and counts") {
 
 TEST_CASE("rollout watch follows an aborting rollout, appends plain lines off a TTY and exits 1 with the reason") {
   std::atomic<int> polls{0};
-  FakeHttpServer server([&](const FakeRequest&) {
+  FakeHttpServer server([&](const FakeRequest& req) {
+    // The failed devices are fetched once the rollout ended, page by page (one device a page here).
+    if (req.target == "/api/v1/rollouts/r-1?devices=failed,timed_out,rolled_back&limit=1000") {
+      json page = Rollout("aborted", json::array(),
+                          {{{"id", "pi-2"}, {"phase", 1}, {"state", "rolled_back"}, {"attempts", 2},
+                            {"job", "r-1.pi-2.2"}, {"error", "health check failed: exit 1"}}});
+      page["next_after"] = "pi-2";
+      return Json(200, page);
+    }
+    if (req.target == "/api/v1/rollouts/r-1?devices=failed,timed_out,rolled_back&limit=1000&after=pi-2")
+      return Json(200, Rollout("aborted", json::array(),
+                               {{{"id", "pi-3"}, {"phase", 1}, {"state", "timed_out"}, {"attempts", 1},
+                                 {"job", "r-1.pi-3.1"}, {"error", "no success within 10m"}}}));
     const int n = polls++;
     if (n == 0) return Json(200, Rollout("running", {Phase(0, 1, "active", 0, 0, 0, 0, 1), Phase(1, 5, "pending", 0, 0, 0, 4)}));
     if (n == 1) return Json(200, Rollout("running", {Phase(0, 1, "active", 0, 0, 0, 0, 1), Phase(1, 5, "pending", 0, 0, 0, 4)}));
     if (n == 2) return FakeResponse{503, {}, ""};  // controller restarting: the watch rides it out
     if (n == 3) return Json(200, Rollout("running", {Phase(0, 1, "done", 1, 0, 0), Phase(1, 5, "active", 1, 1, 0, 0, 2)}));
-    return Json(200, Rollout("aborted", {Phase(0, 1, "done", 1, 0, 0), Phase(1, 5, "done", 1, 2, 1)},
-                             {{{"id", "pi-2"}, {"phase", 1}, {"state", "rolled_back"}, {"attempts", 2},
-                               {"job", "r-1.pi-2.2"}, {"error", "health check failed: exit 1"}},
-                              {{"id", "pi-3"}, {"phase", 1}, {"state", "timed_out"}, {"attempts", 1},
-                               {"job", "r-1.pi-3.1"}, {"error", "no success within 10m"}},
-                              {{"id", "pi-4"}, {"phase", 1}, {"state", "unreached"}, {"attempts", 0},
-                               {"job", nullptr}, {"error", nullptr}}},
-                             "2 of 3 finished devices failed (67% > 20%)"));
+    // Polls ask for counts only: the answer has no device lists.
+    json r = Rollout("aborted", {Phase(0, 1, "done", 1, 0, 0), Phase(1, 5, "done", 1, 2, 1)}, json::array(),
+                     "2 of 3 finished devices failed (67% > 20%)");
+    r.erase("devices");
+    return Json(200, r);
   });
   Runner tug;
   auto r = tug({"rollout", "watch", "r-1", "--controller", Url(server), "--interval", "2s"});
@@ -440,6 +449,13 @@ TEST_CASE("rollout watch follows an aborting rollout, appends plain lines off a 
   CHECK(r.err ==
         "tug: HTTP 503 Service Unavailable (retrying)\n"
         "tug: rollout r-1 aborted: 2 of 3 finished devices failed (67% > 20%)\n");
+  std::vector<std::string> targets;
+  for (const auto& req : server.requests()) targets.push_back(req.target);
+  const std::string poll = "/api/v1/rollouts/r-1?devices=none";
+  CHECK(targets == std::vector<std::string>{
+                       poll, poll, poll, poll, poll,
+                       "/api/v1/rollouts/r-1?devices=failed,timed_out,rolled_back&limit=1000",
+                       "/api/v1/rollouts/r-1?devices=failed,timed_out,rolled_back&limit=1000&after=pi-2"});
 }
 
 TEST_CASE("rollout watch exits 0 on success and redraws in place on a TTY") {
@@ -498,6 +514,57 @@ TEST_CASE("rollout watch --json prints each new state as one JSON line") {
   while (std::getline(lines, line)) states.push_back(json::parse(line)["state"]);
   CHECK(states == std::vector<std::string>{"running", "cancelled"});
   CHECK(r.err == "tug: rollout r-1 cancelled\n");
+  // --json prints the whole report, devices included, as before; no failed-device fetch after it.
+  for (const auto& req : server.requests()) CHECK(req.target == "/api/v1/rollouts/r-1");
+}
+
+TEST_CASE("rollout get passes --devices, --limit and --after as the query and prints the next page's command") {
+  FakeHttpServer server([](const FakeRequest& req) {
+    if (req.target.find("devices=none") != std::string::npos)
+      return Json(200, [] {
+        json r = Rollout("running", {Phase(0, 2, "active", 1, 0, 0, 0, 1)});
+        r.erase("devices");
+        return r;
+      }());
+    json r = Rollout("running", {Phase(0, 2, "active", 1, 0, 0, 0, 1)},
+                     {{{"id", "pi/1"}, {"phase", 0}, {"state", "failed"}, {"attempts", 1}, {"job", "r-1.pi/1.1"},
+                       {"error", "boom"}}});
+    if (req.target.find("limit=") != std::string::npos) r["next_after"] = "pi/1";
+    if (req.target.find("after=pi/1") != std::string::npos) r["devices"] = json::array();
+    return Json(200, r);
+  });
+  Runner tug;
+  tug.env = {{"TUG_CONTROLLER", Url(server)}};
+  auto none = tug({"rollout", "get", "r-1", "--devices", "none"});
+  INFO(none.err);
+  REQUIRE(none.code == 0);
+  CHECK(none.out ==
+        "rollout r-1  running  release 42 \"sensor 2.0.1\"  created 5m ago\n"
+        "devices: 1 ok  0 failed  0 unreached  0 in progress  0 pending\n"
+        "\n"
+        "phase 1  50%  [#####.....]  1/2 ok  0 failed  0 unreached  active\n");
+  auto page = tug({"rollout", "get", "r-1", "--devices", "failed,timed_out", "--limit", "1"});
+  REQUIRE(page.code == 0);
+  CHECK(page.out.find("pi/1    1      failed  1         r-1.pi/1.1  boom\n") != std::string::npos);
+  const std::string hint = "\nmore devices: tug rollout get r-1 --devices failed,timed_out --limit 1 --after pi/1\n";
+  REQUIRE(page.out.size() > hint.size());
+  CHECK(page.out.substr(page.out.size() - hint.size()) == hint);
+  auto last = tug({"rollout", "get", "r-1", "--limit", "1", "--after", "pi/1"});
+  REQUIRE(last.code == 0);
+  CHECK(last.out.find("(no devices match)") != std::string::npos);
+  CHECK(last.out.find("more devices") != std::string::npos);  // the fake still says next_after
+  CHECK(tug({"rollout", "get", "r-1", "--limit", "0"}).code == 2);  // usage errors send nothing
+  CHECK(tug({"rollout", "get", "r-1", "--limit", "10001"}).code == 2);
+  CHECK(tug({"rollout", "get", "r-1"}).code == 0);
+  std::vector<std::string> targets;
+  for (const auto& req : server.requests()) targets.push_back(req.target);
+  CHECK(targets == std::vector<std::string>{"/api/v1/rollouts/r-1?devices=none",
+                                            "/api/v1/rollouts/r-1?devices=failed,timed_out&limit=1",
+                                            "/api/v1/rollouts/r-1?limit=1&after=pi/1", "/api/v1/rollouts/r-1"});
+  auto help = tug({"rollout", "get", "--help"});
+  CHECK(help.out.find("tug rollout get r-1 --devices none") != std::string::npos);
+  CHECK(help.out.find("--devices") != std::string::npos);
+  CHECK(help.out.find("--after") != std::string::npos);
 }
 
 TEST_CASE("Every fleet command has help with an example") {

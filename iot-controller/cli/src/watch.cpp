@@ -1,4 +1,4 @@
-// tug rollout watch: polls GET /rollouts/{id} and draws one progress line per phase until the rollout ends.
+// tug rollout watch: polls GET /rollouts/{id}?devices=none, one progress line per phase, until the rollout ends.
 #include <algorithm>
 #include <sstream>
 #include <thread>
@@ -13,6 +13,10 @@ constexpr int kBarWidth = 10;
 bool IsFailure(const std::string& state) {
   return state == "failed" || state == "timed_out" || state == "rolled_back";
 }
+
+// The failure states as GET /rollouts/{id}?devices= spells them (IsFailure's), and the page size for them.
+constexpr const char* kFailureStates = "failed,timed_out,rolled_back";
+constexpr int64_t kFailedPage = 1000;
 
 std::string PadLeft(const std::string& s, size_t width) {
   return s.size() >= width ? s : std::string(width - s.size(), ' ') + s;
@@ -31,6 +35,24 @@ std::vector<std::string> Frame(const Json& r) {
   std::vector<std::string> lines{RolloutHeadline(r)};
   for (auto& l : PhaseLines(r)) lines.push_back(std::move(l));
   return lines;
+}
+
+// The failed devices of a finished rollout, page by page: the polls carried counts only, and only failures are
+// printed, so only they are fetched. {"devices":[...]} for PrintFailedDevices.
+Result<Json> FetchFailedDevices(const ApiClient& client, const std::string& id) {
+  Json devices = Json::array();
+  ReportQuery q{.devices = kFailureStates, .limit = kFailedPage, .after = ""};
+  for (;;) {
+    const std::string path = RolloutPath(id, q);
+    TUG_ASSIGN_OR_RETURN(std::string answer, client.Get(path));
+    TUG_ASSIGN_OR_RETURN(Json page, ParseBody(answer, "GET " + path));
+    for (Json& d : page.value("devices", Json::array())) devices.push_back(std::move(d));
+    const std::string next = Str(page, "next_after", "");
+    // A cursor that does not advance would loop forever: stop rather than trust it.
+    if (next.empty() || next <= q.after) break;
+    q.after = next;
+  }
+  return Json{{"devices", std::move(devices)}};
 }
 
 }  // namespace
@@ -91,7 +113,10 @@ Status WatchRollout(Context& ctx, const WatchFlags& f) {
   TUG_ASSIGN_OR_RETURN(auto interval, ParseDurationFlag("--interval", f.interval));
   TUG_ASSIGN_OR_RETURN(auto timeout, ParseDurationFlag("--timeout", f.timeout));
   TUG_ASSIGN_OR_RETURN(ApiClient client, Connect(ctx));
-  const std::string path = "/rollouts/" + EscapePathSegment(f.id);
+  // The progress lines need the counts only (a 10,000-device report is ~1.6 MB a poll); --json prints the whole
+  // report as it always did.
+  const std::string path =
+      RolloutPath(f.id, ReportQuery{.devices = ctx.fleet.json ? "" : "none", .limit = 0, .after = ""});
   const core::TimePoint deadline = io.clock.Now() + timeout;
 
   std::vector<std::string> shown;  // last frame drawn
@@ -139,7 +164,12 @@ Status WatchRollout(Context& ctx, const WatchFlags& f) {
         const std::string reason = Str(r, "abort_reason", "");
         if (!ctx.fleet.json) {
           if (!reason.empty()) io.out << "abort reason: " << reason << "\n";
-          PrintFailedDevices(io, r);
+          auto failed = FetchFailedDevices(client, f.id);
+          if (failed) {
+            PrintFailedDevices(io, *failed);
+          } else {  // the outcome is known: say the list is missing rather than lose the exit status
+            io.err << "tug: listing the failed devices: " << failed.error().Message() << "\n";
+          }
         }
         // Printed here rather than returned: an Error would append its code's name to the controller's reason.
         io.err << "tug: rollout " << f.id << " " << state << (reason.empty() ? "" : ": " + reason) << "\n";

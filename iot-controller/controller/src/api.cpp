@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <set>
+
 #include "crypto/release.hpp"
 
 namespace tug::controller {
@@ -114,6 +116,9 @@ json ReleaseJson(const Release& r) {
           {"expires_at", r.expires_at}, {"registered_at", Time(r.created_at)}};
 }
 
+// Devices one GET /rollouts/{id} lists at most: ~1.6 MB of JSON at ~160 bytes a device.
+constexpr uint64_t kMaxReportLimit = 10000;
+
 std::optional<uint64_t> ParseU64(const std::string& s) {
   if (s.empty() || s.size() > 19) return std::nullopt;
   uint64_t v = 0;
@@ -122,6 +127,59 @@ std::optional<uint64_t> ParseU64(const std::string& s) {
     v = v * 10 + static_cast<uint64_t>(c - '0');
   }
   return v;
+}
+
+using Query = std::vector<std::pair<std::string, std::string>>;
+
+// "failed,timed_out" -> those states; "none" alone -> no device lists. Errors are "<field>: <why>" (FieldOf).
+Status ParseDeviceStates(const std::string& v, ReportDevices& which) {
+  if (v == "none") {
+    which.none = true;
+    return {};
+  }
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = std::min(v.find(',', start), v.size());
+    const std::string name = v.substr(start, comma - start);
+    auto state = ParseDeviceJobState(name);
+    if (!state)
+      return MakeError(Errc::kInvalidArgument,
+                       "devices: must be none or device states separated by commas (pending, in_progress, "
+                       "succeeded, failed, timed_out, unreached, cancelled, rolled_back), not '" + name + "'");
+    which.states.push_back(*state);
+    if (comma == v.size()) return {};
+    start = comma + 1;
+  }
+}
+
+// The query of GET /rollouts/{id}: devices, limit, after (docs/api.md). None of them: every device, as always.
+Result<ReportDevices> ParseReportQuery(const Query& query) {
+  ReportDevices which;
+  std::set<std::string> seen;
+  for (const auto& [k, v] : query) {
+    // A repeated parameter is refused rather than guessed at (union? last one?).
+    if (!seen.insert(k).second) return MakeError(Errc::kInvalidArgument, k + ": given more than once");
+    if (k == "devices") {
+      TUG_TRY(ParseDeviceStates(v, which));
+    } else if (k == "limit") {
+      const auto n = ParseU64(v);
+      if (!n || *n < 1 || *n > kMaxReportLimit)
+        return MakeError(Errc::kInvalidArgument,
+                         "limit: must be a number from 1 to " + std::to_string(kMaxReportLimit));
+      which.limit = static_cast<int64_t>(*n);
+    } else if (k == "after") {
+      if (v.empty()) return MakeError(Errc::kInvalidArgument, "after: must be a device id");
+      which.after = v;
+    } else {
+      return MakeError(Errc::kInvalidArgument, k + ": unknown query parameter");
+    }
+  }
+  // Paging a list that is not there is a caller's mistake worth saying.
+  if (which.none && which.limit > 0)
+    return MakeError(Errc::kInvalidArgument, "limit: cannot be combined with devices=none");
+  if (which.none && !which.after.empty())
+    return MakeError(Errc::kInvalidArgument, "after: cannot be combined with devices=none");
+  return which;
 }
 
 }  // namespace
@@ -308,7 +366,9 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     }
     if (p.size() == 4) {
       if (m != "GET") return Err(405, "method not allowed");
-      auto rep = engine_.RolloutReportText(p[3]);
+      auto which = ParseReportQuery(query);
+      if (!which) return FromError(which.error());
+      auto rep = engine_.RolloutReportText(p[3], *which);
       if (!rep) return FromError(rep.error());
       return HttpResponse{.status = 200, .content_type = "application/json", .body = std::move(*rep)};
     }

@@ -148,3 +148,111 @@ TEST_CASE("devices are listed with label, online and version filters and relabel
   CHECK(r.text.find("tug_devices_total 2") != std::string::npos);
   CHECK(r.text.find("tug_devices_online 1") != std::string::npos);
 }
+
+TEST_CASE("GET /rollouts/{id} pages its devices, filters them by state and answers counts only with devices=none") {
+  Signer signer;
+  NullPublisher pub;
+  TestController c(pub, signer.root);
+  REQUIRE(Call(c.port(), "POST", "/api/v1/releases", "s3cret", signer.Sign(3)).status == 201);
+  const std::vector<std::string> ids{"pi-1", "pi-2", "pi-3", "pi-4", "pi-5", "pi-6", "pi-7"};
+  c.OnIo([&] {
+    for (const auto& id : ids) {
+      (void)c.engine().OnPresence(id, R"({"online":true})");
+      (void)c.engine().OnState(id, R"({"boot_id":"b","seq":1,"labels":{"site":"berlin"}})");
+    }
+    return c.engine().OnPresence("pi-7", R"({"online":false})");  // unreached at its turn
+  });
+  REQUIRE(Call(c.port(), "POST", "/api/v1/rollouts", "s3cret",
+               R"({"release":3,"max_concurrency":4,"max_retries":0,"abort":{"failure_percent":100,"min_devices":100}})")
+              .status == 201);
+  // pi-1..pi-4 are in progress; give them different outcomes.
+  c.OnIo([&] {
+    (void)c.engine().OnJobStatus("pi-1", "r-1.pi-1.1", R"({"state":"SUCCEEDED","seq":5,"boot_id":"b"})");
+    (void)c.engine().OnJobStatus(
+        "pi-2", "r-1.pi-2.1",
+        R"({"state":"FAILED","seq":4,"boot_id":"b","error":{"code":"x","retryable":false,"message":"m"}})");
+    (void)c.engine().CancelDevice("r-1", "pi-3");
+    return c.engine().Tick();  // the freed slots go to pi-5, pi-6; pi-7 is offline at its turn
+  });
+  const auto full = Call(c.port(), "GET", "/api/v1/rollouts/r-1", "s3cret");
+  REQUIRE(full.status == 200);
+  REQUIRE(full.body["devices"].size() == ids.size());
+
+  // devices=none: the same report without the device lists, with the same counts.
+  auto none = Call(c.port(), "GET", "/api/v1/rollouts/r-1?devices=none", "s3cret");
+  REQUIRE(none.status == 200);
+  json without = full.body;
+  without.erase("devices");
+  without.erase("touched");
+  CHECK(none.body == without);
+  CHECK(none.body["counts"]["succeeded"] == 1);
+  CHECK(none.body["counts"]["failed"] == 1);
+  CHECK(none.body["counts"]["cancelled"] == 1);
+  CHECK(none.text.size() < full.text.size());
+
+  // limit 1 and 3 walk every device exactly once, in id order, with the same touched devices.
+  for (int limit : {1, 3}) {
+    json devices = json::array(), touched = json::array();
+    std::string after;
+    int pages = 0;
+    for (;; ++pages) {
+      REQUIRE(pages < 20);
+      std::string target = "/api/v1/rollouts/r-1?limit=" + std::to_string(limit);
+      if (!after.empty()) target += "&after=" + after;
+      auto page = Call(c.port(), "GET", target, "s3cret");
+      REQUIRE(page.status == 200);
+      CHECK(page.body["counts"] == full.body["counts"]);
+      CHECK(page.body["devices"].size() <= static_cast<size_t>(limit));
+      for (auto& d : page.body["devices"]) devices.push_back(d);
+      for (auto& t : page.body["touched"]) touched.push_back(t);
+      if (!page.body.contains("next_after")) break;
+      after = page.body["next_after"].get<std::string>();
+      CHECK(after == page.body["devices"].back()["id"]);
+    }
+    CHECK(pages + 1 == (static_cast<int>(ids.size()) + limit - 1) / limit);
+    CHECK(devices == full.body["devices"]);
+    CHECK(touched == full.body["touched"]);
+  }
+
+  // A state filter lists only those states; with a limit, the cursor goes on inside the filter.
+  auto failed = Call(c.port(), "GET", "/api/v1/rollouts/r-1?devices=failed,cancelled,timed_out", "s3cret");
+  REQUIRE(failed.status == 200);
+  REQUIRE(failed.body["devices"].size() == 2);
+  CHECK(failed.body["devices"][0]["id"] == "pi-2");
+  CHECK(failed.body["devices"][1]["id"] == "pi-3");
+  CHECK(!failed.body.contains("next_after"));
+  auto first = Call(c.port(), "GET", "/api/v1/rollouts/r-1?devices=cancelled%2Cfailed&limit=1", "s3cret");
+  REQUIRE(first.body["devices"].size() == 1);
+  CHECK(first.body["next_after"] == "pi-2");
+  auto second = Call(c.port(), "GET", "/api/v1/rollouts/r-1?devices=cancelled,failed&limit=1&after=pi-2", "s3cret");
+  REQUIRE(second.body["devices"].size() == 1);
+  CHECK(second.body["devices"][0]["id"] == "pi-3");
+  CHECK(!second.body.contains("next_after"));
+  CHECK(Call(c.port(), "GET", "/api/v1/rollouts/r-1?devices=unreached", "s3cret").body["devices"][0]["id"] == "pi-7");
+  CHECK(Call(c.port(), "GET", "/api/v1/rollouts/r-1?after=pi-6", "s3cret").body["devices"].size() == 1);
+
+  // Bad values: 400 naming the field; an unknown rollout stays 404.
+  for (const auto& [query, field] : std::vector<std::pair<std::string, std::string>>{
+           {"devices=broken", "devices"},
+           {"devices=failed,,timed_out", "devices"},
+           {"devices=", "devices"},
+           {"devices=none,failed", "devices"},
+           {"devices=failed&devices=cancelled", "devices"},
+           {"limit=0", "limit"},
+           {"limit=10001", "limit"},
+           {"limit=ten", "limit"},
+           {"limit=-1", "limit"},
+           {"devices=none&limit=5", "limit"},
+           {"after=", "after"},
+           {"devices=none&after=pi-1", "after"},
+           {"page=2", "page"}}) {
+    auto r = Call(c.port(), "GET", "/api/v1/rollouts/r-1?" + query, "s3cret");
+    INFO(query);
+    CHECK(r.status == 400);
+    CHECK(r.body["field"] == field);
+    CHECK(r.body["error"].get<std::string>().rfind(field + ": ", 0) == 0);
+  }
+  CHECK(Call(c.port(), "GET", "/api/v1/rollouts/r-1?limit=10000", "s3cret").status == 200);
+  CHECK(Call(c.port(), "GET", "/api/v1/rollouts/r-9?devices=none", "s3cret").status == 404);
+  CHECK(Call(c.port(), "GET", "/api/v1/rollouts/r-9?devices=failed&limit=5", "s3cret").status == 404);
+}

@@ -52,22 +52,18 @@ std::string Pct(double p) {
 
 std::string Seconds(std::chrono::seconds s) { return std::to_string(s.count()) + "s"; }
 
-json CountsJson(const std::vector<const RolloutDevice*>& rows) {
-  json c{{"pending", 0}, {"in_progress", 0}, {"succeeded", 0}, {"failed", 0},
-         {"unreached", 0}, {"cancelled", 0}, {"rolled_back", 0}};
-  for (const auto* rd : rows) {
-    switch (rd->state) {
-      case DeviceJobState::kPending: c["pending"] = c["pending"].get<int>() + 1; break;
-      case DeviceJobState::kInProgress: c["in_progress"] = c["in_progress"].get<int>() + 1; break;
-      case DeviceJobState::kSucceeded: c["succeeded"] = c["succeeded"].get<int>() + 1; break;
-      case DeviceJobState::kFailed:
-      case DeviceJobState::kTimedOut: c["failed"] = c["failed"].get<int>() + 1; break;
-      case DeviceJobState::kUnreached: c["unreached"] = c["unreached"].get<int>() + 1; break;
-      case DeviceJobState::kCancelled: c["cancelled"] = c["cancelled"].get<int>() + 1; break;
-      case DeviceJobState::kRolledBack: c["rolled_back"] = c["rolled_back"].get<int>() + 1; break;
-    }
-  }
-  return c;
+// Devices of a rollout per (phase, state), index [phase + 1][state], as Engine::Live keeps them.
+using PhaseCounts = std::vector<std::array<int64_t, 8>>;
+
+json CountsJson(const std::array<int64_t, 8>& n) {
+  auto at = [&n](DeviceJobState s) { return n[static_cast<size_t>(s)]; };
+  return {{"pending", at(DeviceJobState::kPending)},
+          {"in_progress", at(DeviceJobState::kInProgress)},
+          {"succeeded", at(DeviceJobState::kSucceeded)},
+          {"failed", at(DeviceJobState::kFailed) + at(DeviceJobState::kTimedOut)},
+          {"unreached", at(DeviceJobState::kUnreached)},
+          {"cancelled", at(DeviceJobState::kCancelled)},
+          {"rolled_back", at(DeviceJobState::kRolledBack)}};
 }
 
 std::optional<json> ParseJson(const std::string& payload, const char* what, const std::string& device_id) {
@@ -899,20 +895,93 @@ namespace {
 // Stand-ins RolloutReportText replaces with the streamed device lists ("\u0001" never occurs in a report).
 const char* const kDevicesMark = "\x01" "devices" "\x01";
 const char* const kTouchedMark = "\x01" "touched" "\x01";
-}  // namespace
 
-Result<json> Engine::RolloutReport(const std::string& id) { return Report(id, ReportMode::kFull, nullptr, nullptr); }
-
-Result<json> Engine::RolloutSummary(const std::string& id) {
-  return Report(id, ReportMode::kSummary, nullptr, nullptr);
+PhaseCounts CountRows(const std::vector<RolloutDevice>& rows) {
+  PhaseCounts counts;
+  for (const auto& rd : rows) {
+    const size_t i = static_cast<size_t>(std::max(rd.phase, -1) + 1);
+    if (counts.size() <= i) counts.resize(i + 1, std::array<int64_t, 8>{});
+    ++counts[i][static_cast<size_t>(rd.state)];
+  }
+  return counts;
 }
 
-Result<std::string> Engine::RolloutReportText(const std::string& id) {
-  std::string devices = "[", touched = "[";
-  TUG_ASSIGN_OR_RETURN(json j, Report(id, ReportMode::kText, &devices, &touched));
+// Everything of a report but the device lists. The full report counts its rows into `counts`; the others pass the
+// engine's counters, so both answer with the same numbers.
+json ReportHead(const Rollout& r, const std::optional<Release>& rel, const PhaseCounts& counts) {
+  json release = rel ? json{{"version", rel->version}, {"name", rel->name}, {"repository", rel->repository},
+                            {"digest", rel->digest}, {"expires_at", rel->expires_at}}
+                     : json{{"version", r.spec.release}};
+  std::array<int64_t, 8> all{};
+  for (const auto& c : counts)
+    for (size_t s = 0; s < all.size(); ++s) all[s] += c[s];
+  int64_t fleet = 0;
+  for (int64_t n : all) fleet += n;
+  const auto unreached = static_cast<size_t>(DeviceJobState::kUnreached);
+  json phases = json::array();
+  int64_t assigned_upto = 0;  // devices assigned to this phase or an earlier one, unreached ones not counted
+  for (size_t i = 0; i < r.spec.phases.size(); ++i) {
+    const int idx = static_cast<int>(i);
+    PhaseState ps = idx < r.current_phase   ? PhaseState::kDone
+                    : idx > r.current_phase ? PhaseState::kPending
+                                            : r.phase_state;
+    if (r.state == RolloutState::kSucceeded) ps = PhaseState::kDone;
+    const std::array<int64_t, 8> mine = i + 1 < counts.size() ? counts[i + 1] : std::array<int64_t, 8>{};
+    for (size_t s = 0; s < mine.size(); ++s)
+      if (s != unreached) assigned_upto += mine[s];
+    const int64_t target = Target(r.spec.phases[i], fleet);
+    json c = CountsJson(mine);
+    const bool open = r.state == RolloutState::kRunning || r.state == RolloutState::kPaused;
+    c["pending"] = open && ps != PhaseState::kDone ? std::max<int64_t>(0, target - assigned_upto) : 0;
+    json p{{"index", idx}, {"target", target}, {"state", ToString(ps)}, {"counts", c},
+           {"success_threshold", r.spec.phases[i].success_threshold}, {"soak", Seconds(r.spec.phases[i].soak)}};
+    if (ps == PhaseState::kSoaking) p["soak_until"] = core::FormatRfc3339(core::TimePoint(milliseconds(r.soak_until)));
+    phases.push_back(p);
+  }
+  return {{"id", r.id},
+          {"state", ToString(r.state)},
+          {"release", release},
+          {"created_at", core::FormatRfc3339(core::TimePoint(milliseconds(r.created_at)))},
+          {"spec", RolloutSpecToJson(r.spec)},
+          {"current_phase", r.current_phase},
+          {"phases", phases},
+          {"counts", CountsJson(all)},
+          {"rolled_back", r.rolled_back},
+          {"abort_reason", r.abort_reason}};
+}
+
+json DeviceRowJson(const RolloutDevice& rd) {
+  json d{{"id", rd.device_id}, {"phase", rd.phase}, {"state", ToString(rd.state)}, {"attempts", rd.attempts},
+         {"job", rd.job}, {"error", rd.error}};
+  if (!rd.rollback_job.empty()) {
+    d["rollback_job"] = rd.rollback_job;
+    d["rollback_state"] = rd.rollback_state;
+  }
+  return d;
+}
+
+bool WasTouched(const RolloutDevice& rd) { return rd.sent || !rd.rollback_job.empty(); }
+
+// Appends rows to the text of the "devices" and "touched" arrays (each opened with '[' by the caller). One small
+// tree at a time: a 10,000-device array as a JSON tree is ~10 MiB for a 1 MB answer.
+void AppendRows(const std::vector<RolloutDevice>& rows, std::string* devices_text, std::string* touched_text) {
+  for (const auto& rd : rows) {
+    if (devices_text->size() > 1) *devices_text += ',';
+    *devices_text += DeviceRowJson(rd).dump();
+    if (WasTouched(rd)) {
+      if (touched_text->size() > 1) *touched_text += ',';
+      *touched_text += json(rd.device_id).dump();
+    }
+  }
+}
+
+// head.dump() with the device lists in place of their marks.
+Result<std::string> WithDeviceLists(json head, std::string devices, std::string touched) {
+  head["devices"] = kDevicesMark;
+  head["touched"] = kTouchedMark;
   devices += ']';
   touched += ']';
-  std::string out = j.dump();
+  std::string out = head.dump();
   for (const auto& [mark, text] : {std::pair<std::string, const std::string*>{json(kDevicesMark).dump(), &devices},
                                    std::pair<std::string, const std::string*>{json(kTouchedMark).dump(), &touched}}) {
     const size_t at = out.find(mark);
@@ -921,6 +990,56 @@ Result<std::string> Engine::RolloutReportText(const std::string& id) {
   }
   return out;
 }
+}  // namespace
+
+Result<json> Engine::RolloutReport(const std::string& id) { return Report(id, ReportMode::kFull, nullptr, nullptr); }
+
+Result<json> Engine::RolloutSummary(const std::string& id) { return CountedReport(id); }
+
+Result<std::string> Engine::RolloutReportText(const std::string& id, const ReportDevices& which) {
+  std::string devices = "[", touched = "[";
+  if (which.All()) {
+    TUG_ASSIGN_OR_RETURN(json j, Report(id, ReportMode::kText, &devices, &touched));
+    return WithDeviceLists(std::move(j), std::move(devices), std::move(touched));
+  }
+  TUG_ASSIGN_OR_RETURN(json head, CountedReport(id));
+  if (which.none) return head.dump();
+  bool more = false;
+  TUG_ASSIGN_OR_RETURN(auto rows, ListedRows(id, which, &more));
+  if (more) head["next_after"] = rows.back().device_id;
+  AppendRows(rows, &devices, &touched);
+  return WithDeviceLists(std::move(head), std::move(devices), std::move(touched));
+}
+
+Result<json> Engine::CountedReport(const std::string& id) {
+  TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
+  if (!l) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
+  // The rollout row from the Store, as the full report reads it; only the counts come from memory.
+  TUG_ASSIGN_OR_RETURN(auto r, store_.GetRollout(id));
+  if (!r) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
+  TUG_ASSIGN_OR_RETURN(auto rel, store_.GetRelease(r->spec.release));
+  return ReportHead(*r, rel, l->counts);
+}
+
+Result<std::vector<RolloutDevice>> Engine::ListedRows(const std::string& id, const ReportDevices& which, bool* more) {
+  // One indexed range per state, merged by device id: each reads at most limit + 1 rows, and the one beyond the
+  // limit tells whether another page exists.
+  const int64_t want = which.limit > 0 ? which.limit + 1 : -1;
+  std::vector<RolloutDevice> rows;
+  if (which.states.empty()) {
+    TUG_ASSIGN_OR_RETURN(rows, store_.ListRolloutDevicesAfter(id, std::nullopt, which.after, want));
+  } else {
+    for (DeviceJobState s : std::set<DeviceJobState>(which.states.begin(), which.states.end())) {
+      TUG_ASSIGN_OR_RETURN(auto in_state, store_.ListRolloutDevicesAfter(id, s, which.after, want));
+      rows.insert(rows.end(), std::make_move_iterator(in_state.begin()), std::make_move_iterator(in_state.end()));
+    }
+    std::sort(rows.begin(), rows.end(),
+              [](const RolloutDevice& a, const RolloutDevice& b) { return a.device_id < b.device_id; });
+  }
+  *more = which.limit > 0 && static_cast<int64_t>(rows.size()) > which.limit;
+  if (*more) rows.resize(static_cast<size_t>(which.limit));
+  return rows;
+}
 
 Result<json> Engine::Report(const std::string& id, ReportMode mode, std::string* devices_text,
                             std::string* touched_text) {
@@ -928,76 +1047,19 @@ Result<json> Engine::Report(const std::string& id, ReportMode mode, std::string*
   if (!r) return MakeError(Errc::kNotFound, "rollout " + id + " not found");
   TUG_ASSIGN_OR_RETURN(auto rows, store_.ListRolloutDevices(id));
   TUG_ASSIGN_OR_RETURN(auto rel, store_.GetRelease(r->spec.release));
-  json release = rel ? json{{"version", rel->version}, {"name", rel->name}, {"repository", rel->repository},
-                            {"digest", rel->digest}, {"expires_at", rel->expires_at}}
-                     : json{{"version", r->spec.release}};
-  const int64_t fleet = static_cast<int64_t>(rows.size());
-  json phases = json::array();
-  for (size_t i = 0; i < r->spec.phases.size(); ++i) {
-    const int idx = static_cast<int>(i);
-    PhaseState ps = idx < r->current_phase   ? PhaseState::kDone
-                     : idx > r->current_phase ? PhaseState::kPending
-                                              : r->phase_state;
-    if (r->state == RolloutState::kSucceeded) ps = PhaseState::kDone;
-    std::vector<const RolloutDevice*> mine;
-    int64_t assigned_upto = 0;
-    for (const auto& rd : rows) {
-      if (rd.phase == idx) mine.push_back(&rd);
-      if (rd.phase >= 0 && rd.phase <= idx && rd.state != DeviceJobState::kUnreached) ++assigned_upto;
-    }
-    const int64_t target = Target(r->spec.phases[i], fleet);
-    json counts = CountsJson(mine);
-    const bool open = r->state == RolloutState::kRunning || r->state == RolloutState::kPaused;
-    counts["pending"] = open && ps != PhaseState::kDone ? std::max<int64_t>(0, target - assigned_upto) : 0;
-    json p{{"index", idx}, {"target", target}, {"state", ToString(ps)}, {"counts", counts},
-           {"success_threshold", r->spec.phases[i].success_threshold}, {"soak", Seconds(r->spec.phases[i].soak)}};
-    if (ps == PhaseState::kSoaking)
-      p["soak_until"] = core::FormatRfc3339(core::TimePoint(milliseconds(r->soak_until)));
-    phases.push_back(p);
+  json out = ReportHead(*r, rel, CountRows(rows));
+  if (mode == ReportMode::kText) {
+    AppendRows(rows, devices_text, touched_text);
+    return out;
   }
-  std::vector<const RolloutDevice*> all;
   json devices = json::array();
   json touched = json::array();
   for (const auto& rd : rows) {
-    all.push_back(&rd);
-    if (mode == ReportMode::kSummary) continue;
-    json d{{"id", rd.device_id}, {"phase", rd.phase}, {"state", ToString(rd.state)}, {"attempts", rd.attempts},
-           {"job", rd.job}, {"error", rd.error}};
-    if (!rd.rollback_job.empty()) {
-      d["rollback_job"] = rd.rollback_job;
-      d["rollback_state"] = rd.rollback_state;
-    }
-    const bool was_touched = rd.sent || !rd.rollback_job.empty();
-    if (mode == ReportMode::kText) {
-      // One small tree at a time: a 10,000-device array as a JSON tree is ~10 MiB for a 1 MB answer.
-      if (devices_text->size() > 1) *devices_text += ',';
-      *devices_text += d.dump();
-      if (was_touched) {
-        if (touched_text->size() > 1) *touched_text += ',';
-        *touched_text += json(rd.device_id).dump();
-      }
-      continue;
-    }
-    devices.push_back(d);
-    if (was_touched) touched.push_back(rd.device_id);
+    devices.push_back(DeviceRowJson(rd));
+    if (WasTouched(rd)) touched.push_back(rd.device_id);
   }
-  json out{{"id", r->id},
-           {"state", ToString(r->state)},
-           {"release", release},
-           {"created_at", core::FormatRfc3339(core::TimePoint(milliseconds(r->created_at)))},
-           {"spec", RolloutSpecToJson(r->spec)},
-           {"current_phase", r->current_phase},
-           {"phases", phases},
-           {"counts", CountsJson(all)},
-           {"rolled_back", r->rolled_back},
-           {"abort_reason", r->abort_reason}};
-  if (mode == ReportMode::kFull) {
-    out["devices"] = std::move(devices);
-    out["touched"] = std::move(touched);
-  } else if (mode == ReportMode::kText) {
-    out["devices"] = kDevicesMark;
-    out["touched"] = kTouchedMark;
-  }
+  out["devices"] = std::move(devices);
+  out["touched"] = std::move(touched);
   return out;
 }
 

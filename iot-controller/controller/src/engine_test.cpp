@@ -1,6 +1,8 @@
 // Rollout engine against an in-memory (or on-disk, for restarts) Store, a fake clock and a recording publisher.
 #include <catch2/catch.hpp>
 
+#include <set>
+
 #include <nlohmann/json.hpp>
 
 #include "controller/engine.hpp"
@@ -88,7 +90,59 @@ struct Fixture {
     without.erase("devices");
     without.erase("touched");
     CHECK(*summary == without);
+    // The summary counts come from the engine's counters and the full report counts rows: they must agree.
+    auto none = engine.RolloutReportText(id, ReportDevices{.none = true, .states = {}, .after = "", .limit = 0});
+    REQUIRE(none);
+    CHECK(json::parse(*none) == without);
+    CheckListings(id, *r);
     return *r;
+  }
+  // A page of the report: its devices, touched and next_after ("" when it is the last page).
+  struct Page {
+    json devices, touched;
+    std::string next_after;
+  };
+  Page Listing(const std::string& id, std::vector<DeviceJobState> states, const std::string& after, int64_t limit) {
+    auto text = engine.RolloutReportText(id, ReportDevices{.none = false, .states = std::move(states),
+                                                           .after = after, .limit = limit});
+    REQUIRE(text);
+    const json j = json::parse(*text);
+    return Page{.devices = j.at("devices"), .touched = j.at("touched"), .next_after = j.value("next_after", "")};
+  }
+  // Walks every page of a listing; each device must come exactly once, in id order.
+  std::pair<json, json> Walk(const std::string& id, const std::vector<DeviceJobState>& states, int64_t limit) {
+    json devices = json::array(), touched = json::array();
+    std::string after;
+    for (int pages = 0;; ++pages) {
+      REQUIRE(pages <= 1000);
+      Page p = Listing(id, states, after, limit);
+      CHECK(static_cast<int64_t>(p.devices.size()) <= limit);
+      for (auto& d : p.devices) devices.push_back(d);
+      for (auto& t : p.touched) touched.push_back(t);
+      if (p.next_after.empty()) break;
+      CHECK(p.next_after == p.devices.back()["id"]);
+      after = p.next_after;
+    }
+    return {devices, touched};
+  }
+  // Pages of 1 and 3 and each state's own listing give back exactly the full report's devices.
+  void CheckListings(const std::string& id, const json& full) {
+    for (int64_t limit : {1, 3}) {
+      auto [devices, touched] = Walk(id, {}, limit);
+      CHECK(devices == full["devices"]);
+      CHECK(touched == full["touched"]);
+    }
+    // Every state named: the per-state ranges merged back into id order.
+    std::vector<DeviceJobState> every;
+    for (int s = 0; s < 8; ++s) every.push_back(static_cast<DeviceJobState>(s));
+    CHECK(Walk(id, every, 3).first == full["devices"]);
+    for (int s = 0; s < 8; ++s) {
+      const auto state = static_cast<DeviceJobState>(s);
+      json want = json::array();
+      for (const auto& d : full["devices"])
+        if (d["state"] == ToString(state)) want.push_back(d);
+      CHECK(Listing(id, {state}, "", 0).devices == want);
+    }
   }
   std::string DeviceState(const std::string& id, const std::string& dev) {
     const json rep = Report(id);
@@ -533,4 +587,46 @@ TEST_CASE("relabelled devices join running rollouts, also when the relabel outli
   CHECK(f.DeviceState(id, "d3") == "absent");
   REQUIRE(f.engine.Tick());  // the first tick joins what matches
   CHECK(f.DeviceState(id, "d3") == "in_progress");
+}
+
+TEST_CASE("the counted summary and the paged listings agree with the full report in every device state") {
+  Fixture f;
+  for (auto id : {"d1", "d2", "d3", "d4", "d5", "d6", "d7"}) f.Online(id);
+  f.Offline("d7");
+  // Thresholds at 0 and an abort rule that cannot fire keep the rollout going whatever the outcomes.
+  auto id = f.Create(json{{"release", 5}, {"max_concurrency", 2}, {"max_retries", 0}, {"device_timeout", "60s"},
+                          {"phases",
+                           {{{"count", 3}, {"success_threshold", 0}}, {{"percent", 100}, {"success_threshold", 0}}}},
+                          {"abort", {{"failure_percent", 100}, {"min_devices", 100}}}});
+  std::set<std::string> seen;
+  auto look = [&] {
+    const json rep = f.Report(id);
+    for (const auto& d : rep["devices"]) seen.insert(d["state"].get<std::string>());
+  };
+  look();  // in progress and pending
+  f.Report("d1", "SUCCEEDED", 5);
+  f.Report("d2", "FAILED", 4, json{{"code", "integrity"}, {"retryable", false}, {"message", "digest"}});
+  look();
+  REQUIRE(f.engine.CancelDevice(id, "d3"));
+  look();
+  f.Advance(60);  // d4 and d5 time out; d6 goes next, d7 is offline at its turn
+  look();
+  f.Advance(60);
+  look();
+  auto both = f.Listing(id, {DeviceJobState::kFailed, DeviceJobState::kTimedOut}, "", 2);
+  CHECK(both.devices.size() == 2);
+  CHECK(both.next_after == both.devices.back()["id"]);
+  REQUIRE(f.engine.Rollback(id));
+  f.Report("d1", "SUCCEEDED", 9, nullptr, "r-1.d1.rollback");
+  look();
+  CHECK(seen == std::set<std::string>{"pending", "in_progress", "succeeded", "failed", "timed_out", "unreached",
+                                      "cancelled", "rolled_back"});
+  // ?devices=none has no device lists at all; a listing only the devices asked for, counts unchanged.
+  auto none = f.engine.RolloutReportText(id, ReportDevices{.none = true, .states = {}, .after = "", .limit = 0});
+  REQUIRE(none);
+  CHECK(!json::parse(*none).contains("devices"));
+  CHECK(!json::parse(*none).contains("touched"));
+  CHECK(f.engine.RolloutReportText("r-9", ReportDevices{.none = true, .states = {}, .after = "", .limit = 0})
+            .error()
+            .Is(Errc::kNotFound));
 }

@@ -499,6 +499,29 @@ Result<std::vector<RolloutDevice>> Store::ListRolloutDevicesIn(const std::string
   return out;
 }
 
+Result<std::vector<RolloutDevice>> Store::ListRolloutDevicesAfter(const std::string& rollout_id,
+                                                                  std::optional<DeviceJobState> state,
+                                                                  const std::string& after, int64_t limit) {
+  static const std::string any = "SELECT " + RdColsOf("rd") +
+                                 " FROM rollout_devices rd WHERE rd.rollout_id = ? AND rd.device_id > ? "
+                                 "ORDER BY rd.device_id LIMIT ?";
+  static const std::string in_state = "SELECT " + RdColsOf("rd") +
+                                      " FROM rollout_devices rd WHERE rd.rollout_id = ? AND rd.state = ? AND "
+                                      "rd.device_id > ? ORDER BY rd.device_id LIMIT ?";
+  Stmt s(*cache_, db_, state ? in_state : any);
+  s.Bind(rollout_id);
+  if (state) s.Bind(std::string(ToString(*state)));
+  s.Bind(after).Bind(limit);
+  std::vector<RolloutDevice> out;
+  for (;;) {
+    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
+    out.push_back(std::move(rd));
+  }
+  return out;
+}
+
 Result<std::vector<std::pair<RolloutDevice, bool>>> Store::ListInProgressSentBefore(const std::string& rollout_id,
                                                                                    Millis sent_at_or_before) {
   // Served by the (rollout_id, state, sent_at) index: a range scan that is empty while nothing is due.

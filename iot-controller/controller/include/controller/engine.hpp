@@ -86,6 +86,16 @@ struct EngineOptions {
   int64_t report_send_batch = 8;
 };
 
+// Which devices a rollout report lists (GET /rollouts/{id}?devices=&limit=&after=, docs/api.md). The default lists
+// every device, the body the API always had.
+struct ReportDevices {
+  bool none = false;                   // no "devices" and "touched" at all, counts only (the rest is ignored)
+  std::vector<DeviceJobState> states;  // only devices in these states (empty: every state)
+  std::string after;                   // only device ids sorting after this one ("": from the first)
+  int64_t limit = 0;                   // at most this many, with "next_after" when more remain (0: no limit)
+  bool All() const { return !none && states.empty() && after.empty() && limit == 0; }
+};
+
 class Engine {
  public:
   Engine(Store& store, Publisher& publisher, const core::Clock& clock, EngineOptions options = {});
@@ -125,9 +135,12 @@ class Engine {
 
   // GET /rollouts/{id} body (see docs/api.md); kNotFound.
   Result<nlohmann::json> RolloutReport(const std::string& id);
-  // The same body as text (RolloutReport(id)->dump()), written device by device instead of as one JSON tree.
-  Result<std::string> RolloutReportText(const std::string& id);
-  // RolloutReport without "devices" and "touched" (GET /rollouts).
+  // The same body as text (RolloutReport(id)->dump()), written device by device instead of as one JSON tree. With
+  // `which` other than the default, the counts come from the in-memory counters (no rollout_devices row is read
+  // for them) and only the listed devices are read from the Store, by indexed range: the cost follows the answer's
+  // size, not the rollout's. "touched" then lists the touched devices among those listed.
+  Result<std::string> RolloutReportText(const std::string& id, const ReportDevices& which = {});
+  // RolloutReport without "devices" and "touched" (GET /rollouts, ?devices=none), from the in-memory counters.
   Result<nlohmann::json> RolloutSummary(const std::string& id);
 
   const EngineCounters& counters() const { return counters_; }
@@ -187,9 +200,13 @@ class Engine {
   Status PublishDesired(const std::string& device_id, nlohmann::json desired);
   Status AbortRollout(Live& l, const std::string& reason);
   Result<const nlohmann::json*> Envelope(uint64_t release);
-  enum class ReportMode { kFull, kText, kSummary };
+  enum class ReportMode { kFull, kText };
   Result<nlohmann::json> Report(const std::string& id, ReportMode mode, std::string* devices_text,
                                 std::string* touched_text);
+  // Everything of the report but the device lists, counts from the engine's counters; kNotFound.
+  Result<nlohmann::json> CountedReport(const std::string& id);
+  // The rows `which` selects, by device id; *more tells whether rows beyond its limit remain.
+  Result<std::vector<RolloutDevice>> ListedRows(const std::string& id, const ReportDevices& which, bool* more);
 
   Store& store_;
   Publisher& publisher_;

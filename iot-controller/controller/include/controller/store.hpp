@@ -68,6 +68,12 @@ class Store {
   Result<std::vector<RolloutDevice>> ListRolloutDevicesIn(const std::string& rollout_id, DeviceJobState state,
                                                           std::optional<bool> online = std::nullopt,
                                                           int64_t limit = -1);
+  // Rows of one rollout whose device id sorts after `after` ("" : from the first), by device id, at most `limit`
+  // (-1: all); with `state`, only rows in it. Served by the primary key, or with a state by the (rollout_id, state,
+  // device_id) index: a page of a rollout report reads about `limit` rows whatever the rollout's size.
+  Result<std::vector<RolloutDevice>> ListRolloutDevicesAfter(const std::string& rollout_id,
+                                                             std::optional<DeviceJobState> state,
+                                                             const std::string& after, int64_t limit);
   // In-progress, sent rows of a rollout whose timeout clock started at or before `sent_at_or_before`, each with its
   // device's online flag (the timeout candidates; an indexed range, empty while nothing is due).
   Result<std::vector<std::pair<RolloutDevice, bool>>> ListInProgressSentBefore(const std::string& rollout_id,
