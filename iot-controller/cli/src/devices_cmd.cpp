@@ -1,5 +1,8 @@
 // tug devices list|get|label: the fleet as the controller last heard from it.
+#include <algorithm>
+#include <cctype>
 #include <memory>
+#include <string_view>
 
 #include "fleet.hpp"
 
@@ -11,6 +14,8 @@ struct ListFlags {
   bool online = false;
   bool offline = false;
   uint64_t version = 0;
+  int64_t limit = 0;  // 0: every device
+  std::string after;
 };
 
 std::string Version(const Json& release) {
@@ -41,6 +46,35 @@ void RenderList(const Io& io, const Json& j) {
   if (devices.empty()) io.out << "(no devices match)\n";
 }
 
+// A word as a POSIX shell reads it back: as it is when it has nothing the shell would interpret, else single-quoted.
+// Label values and device ids are free text, and the next-page command is meant to be pasted.
+std::string ShellWord(const std::string& w) {
+  constexpr std::string_view kSafe = "_-.,/:=@%+";
+  const bool plain = !w.empty() && std::all_of(w.begin(), w.end(), [&](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || kSafe.find(c) != std::string_view::npos;
+  });
+  if (plain) return w;
+  std::string out = "'";
+  for (char c : w) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// The command that lists the page after this one: the same filters, the same limit, after the last device shown.
+std::string NextPageCommand(const ListFlags& f, const std::string& next_after) {
+  std::string cmd = "tug devices list";
+  for (const auto& l : f.labels) cmd += " --label " + ShellWord(l);
+  if (f.online) cmd += " --online";
+  if (f.offline) cmd += " --offline";
+  if (f.version) cmd += " --version " + std::to_string(f.version);
+  return cmd + " --limit " + std::to_string(f.limit) + " --after " + ShellWord(next_after);
+}
+
+void RenderPage(const Io& io, const Json& j, const ListFlags& f) {
+  RenderList(io, j);
+  const std::string next = Str(j, "next_after", "");
+  if (!next.empty()) io.out << "\nmore devices: " << NextPageCommand(f, next) << "\n";
+}
+
 void RenderDevice(const Io& io, const Json& d) {
   Table t({"id:", Str(d, "id")});
   const std::string seen = HumanTime(Str(d, "last_seen", ""), io.clock.Now());
@@ -61,7 +95,9 @@ Status List(const Context& ctx, const ListFlags& f) {
   if (f.online) add("online=true");
   if (f.offline) add("online=false");
   if (f.version) add("version=" + std::to_string(f.version));
-  return CallAndRender(ctx, "GET", "/devices" + query, "", [&ctx](const Json& j) { RenderList(ctx.io, j); });
+  if (f.limit > 0) add("limit=" + std::to_string(f.limit));
+  if (!f.after.empty()) add("after=" + EscapeQueryValue(f.after));
+  return CallAndRender(ctx, "GET", "/devices" + query, "", [&ctx, &f](const Json& j) { RenderPage(ctx.io, j, f); });
 }
 
 // "KEY-" removes a label (as kubectl does); anything else must be KEY=VALUE.
@@ -114,7 +150,18 @@ void AddDevicesCommands(CLI::App& app, Context& ctx) {
   list->add_option("--version", lf->version, "Only devices running this release version")
       ->check(AtLeastOne())
       ->type_name("N");
-  list->footer("Example:\n  tug devices list --label site=berlin --online\n  tug devices list --version 42 --json");
+  list->add_option("--limit", lf->limit, "List at most N devices; prints how to get the next page")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000}))
+      ->type_name("N");
+  list->add_option("--after", lf->after, "List devices whose id sorts after this one (the next page's start)")
+      ->type_name("ID");
+  list->footer(
+      "Without --limit every matching device is listed in one answer (~5 MB at 10,000 devices); --limit pages\n"
+      "through them in device id order and each page ends with the command for the next one.\n\n"
+      "Examples:\n"
+      "  tug devices list --label site=berlin --online\n"
+      "  tug devices list --version 42 --json\n"
+      "  tug devices list --label site=berlin --limit 500 --after pi-0500");
   list->callback([&ctx, lf] {
     for (const auto& l : lf->labels) ParseLabelArg("--label", l);
     ctx.action = [&ctx, lf] { return List(ctx, *lf); };

@@ -117,6 +117,52 @@ TEST_CASE("devices list sends filters and the bearer token and prints an aligned
         "pi-0002-long  no      3h ago     -        -    arm64  -\n");
 }
 
+TEST_CASE("devices list passes --limit and --after with its filters and prints the next page's command") {
+  FakeHttpServer server([](const FakeRequest& req) {
+    json page = {{"devices", {Device("pi/1", true, "2026-11-22T09:59:48Z", nullptr, {{"site", "new york"}})}}};
+    // A page of one with more after it, unless asked for the one after pi/1 (the last, empty page).
+    if (req.target.find("after=pi") != std::string::npos) page["devices"] = json::array();
+    else page["next_after"] = req.target.find("version=3") != std::string::npos ? "pi/1" : "it's 2";
+    return Json(200, page);
+  });
+  Runner tug;
+  tug.env = {{"TUG_CONTROLLER", Url(server)}};
+  auto first = tug({"devices", "list", "--label", "site=new york", "--online", "--version", "3", "--limit", "1"});
+  INFO(first.err);
+  REQUIRE(first.code == 0);
+  CHECK(first.out ==
+        "ID    ONLINE  LAST SEEN  VERSION  JOB  ARCH   LABELS\n"
+        "pi/1  yes     12s ago    -        -    arm64  site=new york\n"
+        "\n"
+        "more devices: tug devices list --label 'site=new york' --online --version 3 --limit 1 --after pi/1\n");
+  auto last = tug({"devices", "list", "--offline", "--limit", "2", "--after", "pi/1"});
+  REQUIRE(last.code == 0);
+  CHECK(last.out.find("(no devices match)") != std::string::npos);
+  CHECK(last.out.find("more devices") == std::string::npos);
+  // --json passes the page through, next_after included.
+  auto raw = tug({"devices", "list", "--limit", "1", "--json"});
+  REQUIRE(raw.code == 0);
+  CHECK(json::parse(raw.out)["next_after"] == "it's 2");
+  // An id the shell would split or unquote is quoted so the printed command can be pasted.
+  auto quoted = tug({"devices", "list", "--limit", "1", "--after", "it's 1"});
+  REQUIRE(quoted.code == 0);
+  const std::string hint = "\nmore devices: tug devices list --limit 1 --after 'it'\\''s 2'\n";
+  REQUIRE(quoted.out.size() > hint.size());
+  CHECK(quoted.out.substr(quoted.out.size() - hint.size()) == hint);
+  CHECK(tug({"devices", "list", "--limit", "0"}).code == 2);  // usage errors send nothing
+  CHECK(tug({"devices", "list", "--limit", "10001"}).code == 2);
+  std::vector<std::string> targets;
+  for (const auto& req : server.requests()) targets.push_back(req.target);
+  CHECK(targets == std::vector<std::string>{
+                       "/api/v1/devices?label=site=new%20york&online=true&version=3&limit=1",
+                       "/api/v1/devices?online=false&limit=2&after=pi/1",
+                       "/api/v1/devices?limit=1",
+                       "/api/v1/devices?limit=1&after=it%27s%201"});
+  auto help = tug({"devices", "list", "--help"});
+  CHECK(help.out.find("--limit") != std::string::npos);
+  CHECK(help.out.find("tug devices list --label site=berlin --limit 500 --after pi-0500") != std::string::npos);
+}
+
 TEST_CASE("Controller and token come from the environment, or the token from a file") {
   FakeHttpServer server([](const FakeRequest&) { return Json(200, {{"devices", json::array()}}); });
   Runner tug;

@@ -118,6 +118,9 @@ json ReleaseJson(const Release& r) {
 
 // Devices one GET /rollouts/{id} lists at most: ~1.6 MB of JSON at ~160 bytes a device.
 constexpr uint64_t kMaxReportLimit = 10000;
+// Devices one page of GET /devices lists at most: ~5 MB of JSON at ~500 bytes a device, what the whole fleet of
+// 10,000 cost before paging.
+constexpr uint64_t kMaxDevicesLimit = 10000;
 
 std::optional<uint64_t> ParseU64(const std::string& s) {
   if (s.empty() || s.size() > 19) return std::nullopt;
@@ -152,6 +155,21 @@ Status ParseDeviceStates(const std::string& v, ReportDevices& which) {
   }
 }
 
+// "limit" (1..max) and "after" (a device id) of GET /rollouts/{id} and GET /devices: one page cursor, the same
+// errors for the same mistakes.
+Status ParsePage(const std::string& k, const std::string& v, uint64_t max, std::string& after, int64_t& limit) {
+  if (k == "limit") {
+    const auto n = ParseU64(v);
+    if (!n || *n < 1 || *n > max)
+      return MakeError(Errc::kInvalidArgument, "limit: must be a number from 1 to " + std::to_string(max));
+    limit = static_cast<int64_t>(*n);
+    return {};
+  }
+  if (v.empty()) return MakeError(Errc::kInvalidArgument, "after: must be a device id");
+  after = v;
+  return {};
+}
+
 // The query of GET /rollouts/{id}: devices, limit, after (docs/api.md). None of them: every device, as always.
 Result<ReportDevices> ParseReportQuery(const Query& query) {
   ReportDevices which;
@@ -161,15 +179,8 @@ Result<ReportDevices> ParseReportQuery(const Query& query) {
     if (!seen.insert(k).second) return MakeError(Errc::kInvalidArgument, k + ": given more than once");
     if (k == "devices") {
       TUG_TRY(ParseDeviceStates(v, which));
-    } else if (k == "limit") {
-      const auto n = ParseU64(v);
-      if (!n || *n < 1 || *n > kMaxReportLimit)
-        return MakeError(Errc::kInvalidArgument,
-                         "limit: must be a number from 1 to " + std::to_string(kMaxReportLimit));
-      which.limit = static_cast<int64_t>(*n);
-    } else if (k == "after") {
-      if (v.empty()) return MakeError(Errc::kInvalidArgument, "after: must be a device id");
-      which.after = v;
+    } else if (k == "limit" || k == "after") {
+      TUG_TRY(ParsePage(k, v, kMaxReportLimit, which.after, which.limit));
     } else {
       return MakeError(Errc::kInvalidArgument, k + ": unknown query parameter");
     }
@@ -180,6 +191,64 @@ Result<ReportDevices> ParseReportQuery(const Query& query) {
   if (which.none && !which.after.empty())
     return MakeError(Errc::kInvalidArgument, "after: cannot be combined with devices=none");
   return which;
+}
+
+// The query of GET /devices: filters (label, online, version) and a page (limit, after), docs/api.md.
+struct DevicesQuery {
+  Store::DeviceFilter filter;
+  std::string after;  // "": from the first device
+  int64_t limit = 0;  // 0: no limit
+};
+
+Result<DevicesQuery> ParseDevicesQuery(const Query& query) {
+  DevicesQuery q;
+  std::set<std::string> seen;
+  for (const auto& [k, v] : query) {
+    // label repeats (all must match); any other parameter twice is refused rather than guessed at.
+    if (k != "label" && !seen.insert(k).second)
+      return MakeError(Errc::kInvalidArgument, k + ": given more than once");
+    if (k == "label") {
+      const size_t eq = v.find('=');
+      if (eq == std::string::npos || eq == 0) return MakeError(Errc::kInvalidArgument, "label: must be key=value");
+      q.filter.labels[v.substr(0, eq)] = v.substr(eq + 1);
+    } else if (k == "online") {
+      if (v != "true" && v != "false") return MakeError(Errc::kInvalidArgument, "online: must be true or false");
+      q.filter.online = v == "true";
+    } else if (k == "version") {
+      q.filter.version = ParseU64(v);
+      if (!q.filter.version)
+        return MakeError(Errc::kInvalidArgument, "version: must be a release version number");
+    } else if (k == "limit" || k == "after") {
+      TUG_TRY(ParsePage(k, v, kMaxDevicesLimit, q.after, q.limit));
+    } else {
+      return MakeError(Errc::kInvalidArgument, k + ": unknown query parameter");
+    }
+  }
+  return q;
+}
+
+// The GET /devices body; with no query, every device, as it always was.
+Result<std::string> DevicesText(Store& store, const DevicesQuery& q) {
+  // Written device by device: a JSON tree of 10,000 devices would take ~100 MiB for a ~5 MB answer. One row beyond
+  // the limit tells whether another page exists.
+  std::string out = R"({"devices":[)";
+  int64_t listed = 0;
+  std::string last;
+  bool more = false;
+  TUG_TRY(store.ForEachDevice(q.filter, q.after, q.limit > 0 ? q.limit + 1 : -1, [&](const Device& d) -> Status {
+    if (q.limit > 0 && listed == q.limit) {
+      more = true;
+      return {};
+    }
+    if (listed++ > 0) out += ',';
+    out += DeviceJson(d).dump();
+    last = d.id;
+    return {};
+  }));
+  out += ']';
+  if (more) out += R"(,"next_after":)" + json(last).dump();
+  out += '}';
+  return out;
 }
 
 }  // namespace
@@ -225,41 +294,11 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   if (coll == "devices") {
     if (p.size() == 3) {
       if (m != "GET") return Err(405, "method not allowed");
-      Labels want;
-      std::optional<bool> online;
-      std::optional<uint64_t> version;
-      for (const auto& [k, v] : query) {
-        if (k == "label") {
-          const size_t eq = v.find('=');
-          if (eq == std::string::npos || eq == 0) return Err(400, "label filter must be key=value", "label");
-          want[v.substr(0, eq)] = v.substr(eq + 1);
-        } else if (k == "online") {
-          if (v != "true" && v != "false") return Err(400, "online must be true or false", "online");
-          online = v == "true";
-        } else if (k == "version") {
-          version = ParseU64(v);
-          if (!version) return Err(400, "version must be a release version number", "version");
-        } else {
-          return Err(400, "unknown query parameter '" + k + "'", k);
-        }
-      }
-      // Written device by device: a JSON tree of 10,000 devices would take ~100 MiB for a ~5 MB answer.
-      std::string out = R"({"devices":[)";
-      bool first = true;
-      auto st = store_.ForEachDevice([&](const Device& d) -> Status {
-        if (online && d.online != *online) return {};
-        if (version && !(d.active.is_object() && d.active.value("version", uint64_t{0}) == *version)) return {};
-        const Labels l = d.EffectiveLabels();
-        for (const auto& [k, v] : want)
-          if (!l.count(k) || l.at(k) != v) return {};
-        if (!first) out += ',';
-        first = false;
-        out += DeviceJson(d).dump();
-        return {};
-      });
-      if (!st) return FromError(st.error());
-      out += "]}";
-      return HttpResponse{.status = 200, .content_type = "application/json", .body = std::move(out)};
+      auto q = ParseDevicesQuery(query);
+      if (!q) return FromError(q.error());
+      auto text = DevicesText(store_, *q);
+      if (!text) return FromError(text.error());
+      return HttpResponse{.status = 200, .content_type = "application/json", .body = std::move(*text)};
     }
     auto dev = store_.GetDevice(p[3]);
     if (!dev) return FromError(dev.error());

@@ -256,3 +256,97 @@ TEST_CASE("GET /rollouts/{id} pages its devices, filters them by state and answe
   CHECK(Call(c.port(), "GET", "/api/v1/rollouts/r-9?devices=none", "s3cret").status == 404);
   CHECK(Call(c.port(), "GET", "/api/v1/rollouts/r-9?devices=failed&limit=5", "s3cret").status == 404);
 }
+
+TEST_CASE("GET /devices pages by device id with limit and after, together with its filters") {
+  Signer signer;
+  NullPublisher pub;
+  TestController c(pub, signer.root);
+  // Seven devices: berlin and paris, online and offline, some running release 3. pi-6 reports berlin but its
+  // operator label says paris, and the operator's label wins.
+  const std::vector<std::string> ids{"pi-1", "pi-2", "pi-3", "pi-4", "pi-5", "pi-6", "pi-7"};
+  c.OnIo([&] {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const bool berlin = i % 3 != 1;
+      const std::string active = i % 2 == 0 ? R"(,"active":{"version":3,"digest":"sha256:a","name":"n"})" : "";
+      (void)c.engine().OnPresence(ids[i], i == 2 ? R"({"online":false})" : R"({"online":true})");
+      (void)c.engine().OnState(ids[i], std::string(R"({"boot_id":"b","seq":1,"labels":{"site":")") +
+                                           (berlin ? "berlin" : "paris") + R"(","tier":"t"})" + active + "}");
+    }
+    return Status{};
+  });
+  REQUIRE(Call(c.port(), "PUT", "/api/v1/devices/pi-6/labels", "s3cret", R"({"labels":{"site":"paris"}})").status ==
+          200);
+
+  const auto all = Call(c.port(), "GET", "/api/v1/devices", "s3cret");
+  REQUIRE(all.status == 200);
+  REQUIRE(all.body["devices"].size() == ids.size());
+  CHECK(!all.body.contains("next_after"));
+  // No query: the body the API always wrote, {"devices":[...]} with each device dumped in id order.
+  CHECK(all.text == all.body.dump());
+
+  // Pages of 1 and 3 walk every matching device exactly once, in id order, with the unpaged answer's objects.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> filters{
+      {"", ids},
+      {"label=site=berlin&", {"pi-1", "pi-3", "pi-4", "pi-7"}},
+      {"label=site=berlin&online=true&", {"pi-1", "pi-4", "pi-7"}},
+      {"label=site=paris&label=tier=t&", {"pi-2", "pi-5", "pi-6"}},
+      {"version=3&online=true&", {"pi-1", "pi-5", "pi-7"}}};
+  for (const auto& [filter, want] : filters) {
+    const auto unpaged =
+        Call(c.port(), "GET", "/api/v1/devices" + (filter.empty() ? "" : "?" + filter.substr(0, filter.size() - 1)),
+             "s3cret");
+    REQUIRE(unpaged.status == 200);
+    std::vector<std::string> unpaged_ids;
+    for (const auto& d : unpaged.body["devices"]) unpaged_ids.push_back(d["id"]);
+    CHECK(unpaged_ids == want);
+    for (int limit : {1, 3}) {
+      INFO(filter << " limit " << limit);
+      json devices = json::array();
+      std::string after;
+      int pages = 1;
+      for (;; ++pages) {
+        REQUIRE(pages < 20);
+        std::string target = "/api/v1/devices?" + filter + "limit=" + std::to_string(limit);
+        if (!after.empty()) target += "&after=" + after;
+        const auto page = Call(c.port(), "GET", target, "s3cret");
+        REQUIRE(page.status == 200);
+        CHECK(page.body["devices"].size() <= static_cast<size_t>(limit));
+        for (const auto& d : page.body["devices"]) devices.push_back(d);
+        if (!page.body.contains("next_after")) break;
+        CHECK(page.body["devices"].size() == static_cast<size_t>(limit));
+        after = page.body["next_after"].get<std::string>();
+        CHECK(after == page.body["devices"].back()["id"]);
+      }
+      CHECK(pages == std::max<int>(1, (static_cast<int>(want.size()) + limit - 1) / limit));
+      CHECK(devices == unpaged.body["devices"]);
+    }
+  }
+  // after alone: the rest, whether or not the cursor device exists; past the end: an empty list.
+  CHECK(Call(c.port(), "GET", "/api/v1/devices?after=pi-5", "s3cret").body["devices"].size() == 2);
+  CHECK(Call(c.port(), "GET", "/api/v1/devices?after=pi-45&label=site=paris", "s3cret").body["devices"][0]["id"] ==
+        "pi-5");
+  const auto past = Call(c.port(), "GET", "/api/v1/devices?after=pi-9&limit=2", "s3cret");
+  CHECK(past.text == R"({"devices":[]})");
+  CHECK(Call(c.port(), "GET", "/api/v1/devices?limit=10000", "s3cret").body["devices"].size() == ids.size());
+
+  // Bad values: 400 naming the field, the message starting with it.
+  for (const auto& [query, field] : std::vector<std::pair<std::string, std::string>>{
+           {"limit=0", "limit"},
+           {"limit=10001", "limit"},
+           {"limit=ten", "limit"},
+           {"limit=-1", "limit"},
+           {"limit=", "limit"},
+           {"limit=1&limit=2", "limit"},
+           {"after=", "after"},
+           {"after=pi-1&after=pi-2", "after"},
+           {"online=maybe", "online"},
+           {"version=x", "version"},
+           {"label=site", "label"},
+           {"page=2", "page"}}) {
+    auto r = Call(c.port(), "GET", "/api/v1/devices?" + query, "s3cret");
+    INFO(query);
+    CHECK(r.status == 400);
+    CHECK(r.body["field"] == field);
+    CHECK(r.body["error"].get<std::string>().rfind(field + ": ", 0) == 0);
+  }
+}

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <type_traits>
 #include <unordered_map>
 
 namespace tug::controller {
@@ -63,6 +64,19 @@ class StmtCache {
 
 namespace {
 
+class Stmt;
+template <typename T>
+struct Unwrapped {
+  using type = T;
+};
+template <typename T>
+struct Unwrapped<Result<T>> {
+  using type = T;
+};
+// What a row reader (Stmt::One, Stmt::All) gives per row: T for a reader returning T or Result<T>.
+template <typename Read>
+using RowOf = typename Unwrapped<std::invoke_result_t<Read&, const Stmt&>>::type;
+
 // A prepared statement with positional binds, borrowed from the Store's cache and given back (reset) on scope
 // exit so no error path leaks it.
 class Stmt {
@@ -106,6 +120,37 @@ class Stmt {
   // Rows changed by the last Run of an INSERT/UPDATE/DELETE.
   int Changes() const { return sqlite3_changes(db_); }
 
+  // Reading rows. `read` maps the current row to a value: a Stmt -> T, or -> Result<T> when a row can be
+  // unreadable (its error is returned as it is, naming what failed).
+  // Calls f at each row, stopping at the first error (a step's or f's).
+  template <typename F>
+  Status Each(F f) {
+    for (;;) {
+      TUG_ASSIGN_OR_RETURN(bool row, Step());
+      if (!row) return {};
+      TUG_TRY(f());
+    }
+  }
+  // The first row, or nullopt when there is none.
+  template <typename Read>
+  Result<std::optional<RowOf<Read>>> One(Read read) {
+    TUG_ASSIGN_OR_RETURN(bool row, Step());
+    if (!row) return std::optional<RowOf<Read>>();
+    TUG_ASSIGN_OR_RETURN(auto v, Row(read));
+    return std::optional<RowOf<Read>>(std::move(v));
+  }
+  // Every row, in the order the statement gives them.
+  template <typename Read>
+  Result<std::vector<RowOf<Read>>> All(Read read) {
+    std::vector<RowOf<Read>> out;
+    TUG_TRY(Each([&]() -> Status {
+      TUG_ASSIGN_OR_RETURN(auto v, Row(read));
+      out.push_back(std::move(v));
+      return {};
+    }));
+    return out;
+  }
+
  private:
   StmtCache& cache_;
   sqlite3* db_;
@@ -113,6 +158,12 @@ class Stmt {
   sqlite3_stmt* st_ = nullptr;
   bool cached_ = false;
   int idx_ = 0;
+
+  // Both kinds of `read` as a Result (a plain T converts).
+  template <typename Read>
+  Result<RowOf<Read>> Row(Read& read) const {
+    return read(*this);
+  }
 };
 
 Status Exec(sqlite3* db, const char* sql) {
@@ -207,6 +258,48 @@ Result<RolloutDevice> ReadRd(const Stmt& s) {
   return rd;
 }
 
+constexpr const char* kReleaseCols = "version, name, repository, digest, expires_at, envelope, created_at";
+
+Release ReadRelease(const Stmt& s) {
+  return Release{.version = static_cast<uint64_t>(s.Int(0)),
+                 .name = s.Text(1),
+                 .repository = s.Text(2),
+                 .digest = s.Text(3),
+                 .expires_at = s.Text(4),
+                 .envelope = s.Text(5),
+                 .created_at = s.Int(6)};
+}
+
+// The device's string value of the wanted label w.key in a label column, NULL without one. Text that is not JSON
+// reads as no labels, as LabelsOf has it, where json_each would fail the whole query.
+std::string LabelValueSql(const std::string& col) {
+  return "(SELECT l.value FROM json_each(CASE WHEN json_valid(" + col + ") THEN " + col +
+         " ELSE '{}' END) l WHERE l.key = w.key AND l.type = 'text')";
+}
+
+// The SELECT of ForEachDevice for one combination of the conditions given: at most 16 texts whatever the values,
+// so the statement cache stays small (labels are one JSON parameter however many there are). Each condition says
+// in SQL what its C++ counterpart says of a Device, so SQLite skips non-matching rows without building them.
+std::string DeviceFilterSql(const Store::DeviceFilter& f, bool after) {
+  std::string where;
+  auto add = [&where](const std::string& cond) {
+    where += where.empty() ? " WHERE " : " AND ";
+    where += cond;
+  };
+  if (after) add("id > ?");
+  if (f.online) add("online = ?");
+  // d.active.is_object() && d.active.value("version", 0) == version; CASE keeps json_type off text that is not JSON.
+  if (f.version)
+    add("CASE WHEN NOT json_valid(active) THEN NULL WHEN json_type(active) = 'object' "
+        "THEN COALESCE(json_extract(active, '$.version'), 0) END = ?");
+  // Every wanted label equals the effective one: the operator's string value if it has the key, else the device's.
+  static const std::string labels = "NOT EXISTS (SELECT 1 FROM json_each(?) w WHERE w.value IS NOT COALESCE(" +
+                                    LabelValueSql("devices.operator_labels") + ", " +
+                                    LabelValueSql("devices.reported_labels") + "))";
+  if (!f.labels.empty()) add(labels);
+  return std::string("SELECT ") + kDeviceCols + " FROM devices" + where + " ORDER BY id LIMIT ?";
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
@@ -236,8 +329,8 @@ Store::~Store() {
 
 Result<int> Store::SchemaVersion() {
   Stmt s(*cache_, db_, "SELECT COALESCE(MAX(version), 0) FROM schema_version");
-  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-  return row ? static_cast<int>(s.Int(0)) : 0;
+  TUG_ASSIGN_OR_RETURN(auto v, s.One([](const Stmt& row) { return static_cast<int>(row.Int(0)); }));
+  return v.value_or(0);
 }
 
 Status Store::Begin() {
@@ -263,10 +356,7 @@ void Store::Rollback() {
 
 Result<std::optional<Device>> Store::GetDevice(const std::string& id) {
   Stmt s(*cache_, db_, (std::string("SELECT ") + kDeviceCols + " FROM devices WHERE id = ?"));
-  s.Bind(id);
-  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return std::optional<Device>();
-  return std::optional<Device>(ReadDevice(s));
+  return s.Bind(id).One(ReadDevice);
 }
 
 Result<std::vector<Device>> Store::ListDevices() {
@@ -279,13 +369,18 @@ Result<std::vector<Device>> Store::ListDevices() {
 }
 
 Status Store::ForEachDevice(const std::function<Status(const Device&)>& f) {
-  Stmt s(*cache_, db_, (std::string("SELECT ") + kDeviceCols + " FROM devices ORDER BY id"));
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    TUG_TRY(f(ReadDevice(s)));
-  }
-  return {};
+  return ForEachDevice(DeviceFilter{}, "", -1, f);
+}
+
+Status Store::ForEachDevice(const DeviceFilter& filter, const std::string& after, int64_t limit,
+                            const std::function<Status(const Device&)>& f) {
+  Stmt s(*cache_, db_, DeviceFilterSql(filter, !after.empty()));
+  if (!after.empty()) s.Bind(after);
+  if (filter.online) s.Bind(int64_t{*filter.online ? 1 : 0});
+  if (filter.version) s.Bind(static_cast<int64_t>(*filter.version));
+  if (!filter.labels.empty()) s.Bind(json(filter.labels).dump());
+  s.Bind(limit);
+  return s.Each([&] { return f(ReadDevice(s)); });
 }
 
 Status Store::PutDevice(const Device& d) {
@@ -312,39 +407,17 @@ Status Store::PutDevice(const Device& d) {
 }
 
 Result<std::optional<Release>> Store::GetRelease(uint64_t version) {
-  Stmt s(*cache_, db_, "SELECT version, name, repository, digest, expires_at, envelope, created_at FROM releases WHERE version = ?");
-  s.Bind(static_cast<int64_t>(version));
-  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return std::optional<Release>();
-  return std::optional<Release>(Release{.version = static_cast<uint64_t>(s.Int(0)),
-                                        .name = s.Text(1),
-                                        .repository = s.Text(2),
-                                        .digest = s.Text(3),
-                                        .expires_at = s.Text(4),
-                                        .envelope = s.Text(5),
-                                        .created_at = s.Int(6)});
+  Stmt s(*cache_, db_, std::string("SELECT ") + kReleaseCols + " FROM releases WHERE version = ?");
+  return s.Bind(static_cast<int64_t>(version)).One(ReadRelease);
 }
 
 Result<std::vector<Release>> Store::ListReleases() {
-  Stmt s(*cache_, db_, "SELECT version, name, repository, digest, expires_at, envelope, created_at FROM releases ORDER BY version");
-  std::vector<Release> out;
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    out.push_back(Release{.version = static_cast<uint64_t>(s.Int(0)),
-                          .name = s.Text(1),
-                          .repository = s.Text(2),
-                          .digest = s.Text(3),
-                          .expires_at = s.Text(4),
-                          .envelope = s.Text(5),
-                          .created_at = s.Int(6)});
-  }
-  return out;
+  Stmt s(*cache_, db_, std::string("SELECT ") + kReleaseCols + " FROM releases ORDER BY version");
+  return s.All(ReadRelease);
 }
 
 Status Store::PutRelease(const Release& r) {
-  Stmt s(*cache_, db_, "INSERT OR REPLACE INTO releases (version, name, repository, digest, expires_at, envelope, created_at) "
-              "VALUES (?,?,?,?,?,?,?)");
+  Stmt s(*cache_, db_, std::string("INSERT OR REPLACE INTO releases (") + kReleaseCols + ") VALUES (?,?,?,?,?,?,?)");
   s.Bind(static_cast<int64_t>(r.version)).Bind(r.name).Bind(r.repository).Bind(r.digest).Bind(r.expires_at);
   s.Bind(r.envelope).Bind(r.created_at);
   return s.Run();
@@ -354,29 +427,18 @@ Result<std::string> Store::NextRolloutId() {
   // Rollouts are never deleted, so the highest existing number gives gapless ids that are never reused.
   // (sqlite_sequence is not usable here: every INSERT ... ON CONFLICT DO UPDATE of a rollout bumps it.)
   Stmt s(*cache_, db_, "SELECT COALESCE(MAX(CAST(SUBSTR(id, 3) AS INTEGER)), 0) FROM rollouts WHERE id LIKE 'r-%'");
-  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-  return "r-" + std::to_string((row ? s.Int(0) : 0) + 1);
+  TUG_ASSIGN_OR_RETURN(auto max, s.One([](const Stmt& row) { return row.Int(0); }));
+  return "r-" + std::to_string(max.value_or(0) + 1);
 }
 
 Result<std::optional<Rollout>> Store::GetRollout(const std::string& id) {
   Stmt s(*cache_, db_, (std::string("SELECT ") + kRolloutCols + " FROM rollouts WHERE id = ?"));
-  s.Bind(id);
-  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return std::optional<Rollout>();
-  TUG_ASSIGN_OR_RETURN(Rollout r, ReadRollout(s));
-  return std::optional<Rollout>(std::move(r));
+  return s.Bind(id).One(ReadRollout);
 }
 
 Result<std::vector<Rollout>> Store::ListRollouts() {
   Stmt s(*cache_, db_, (std::string("SELECT ") + kRolloutCols + " FROM rollouts ORDER BY seq"));
-  std::vector<Rollout> out;
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    TUG_ASSIGN_OR_RETURN(Rollout r, ReadRollout(s));
-    out.push_back(std::move(r));
-  }
-  return out;
+  return s.All(ReadRollout);
 }
 
 Status Store::PutRollout(const Rollout& r) {
@@ -394,25 +456,13 @@ Status Store::PutRollout(const Rollout& r) {
 
 Result<std::vector<RolloutDevice>> Store::ListRolloutDevices(const std::string& rollout_id) {
   Stmt s(*cache_, db_, (std::string("SELECT ") + kRdCols + " FROM rollout_devices WHERE rollout_id = ? ORDER BY device_id"));
-  s.Bind(rollout_id);
-  std::vector<RolloutDevice> out;
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
-    out.push_back(std::move(rd));
-  }
-  return out;
+  return s.Bind(rollout_id).All(ReadRd);
 }
 
 Result<std::optional<RolloutDevice>> Store::FindByJob(const std::string& device_id, const std::string& job) {
   Stmt s(*cache_, db_, (std::string("SELECT ") + kRdCols +
                " FROM rollout_devices WHERE device_id = ? AND (job = ? OR rollback_job = ?) LIMIT 1"));
-  s.Bind(device_id).Bind(job).Bind(job);
-  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return std::optional<RolloutDevice>();
-  TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
-  return std::optional<RolloutDevice>(std::move(rd));
+  return s.Bind(device_id).Bind(job).Bind(job).One(ReadRd);
 }
 
 Status Store::PutRolloutDevice(const RolloutDevice& rd) {
@@ -437,24 +487,12 @@ Result<bool> Store::RecordReport(const std::string& device_id, const std::string
 Result<std::optional<RolloutDevice>> Store::GetRolloutDevice(const std::string& rollout_id,
                                                               const std::string& device_id) {
   Stmt s(*cache_, db_, std::string("SELECT ") + kRdCols + " FROM rollout_devices WHERE rollout_id = ? AND device_id = ?");
-  s.Bind(rollout_id).Bind(device_id);
-  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return std::optional<RolloutDevice>();
-  TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
-  return std::optional<RolloutDevice>(std::move(rd));
+  return s.Bind(rollout_id).Bind(device_id).One(ReadRd);
 }
 
 Result<std::vector<RolloutDevice>> Store::ListDeviceRollouts(const std::string& device_id) {
   Stmt s(*cache_, db_, std::string("SELECT ") + kRdCols + " FROM rollout_devices WHERE device_id = ? ORDER BY rollout_id");
-  s.Bind(device_id);
-  std::vector<RolloutDevice> out;
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
-    out.push_back(std::move(rd));
-  }
-  return out;
+  return s.Bind(device_id).All(ReadRd);
 }
 
 namespace {
@@ -488,15 +526,7 @@ Result<std::vector<RolloutDevice>> Store::ListRolloutDevicesIn(const std::string
   Stmt s(*cache_, db_, online ? by_online : all);
   s.Bind(rollout_id).Bind(std::string(ToString(state)));
   if (online) s.Bind(int64_t{*online ? 1 : 0});
-  s.Bind(limit);
-  std::vector<RolloutDevice> out;
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
-    out.push_back(std::move(rd));
-  }
-  return out;
+  return s.Bind(limit).All(ReadRd);
 }
 
 Result<std::vector<RolloutDevice>> Store::ListRolloutDevicesAfter(const std::string& rollout_id,
@@ -511,15 +541,7 @@ Result<std::vector<RolloutDevice>> Store::ListRolloutDevicesAfter(const std::str
   Stmt s(*cache_, db_, state ? in_state : any);
   s.Bind(rollout_id);
   if (state) s.Bind(std::string(ToString(*state)));
-  s.Bind(after).Bind(limit);
-  std::vector<RolloutDevice> out;
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
-    out.push_back(std::move(rd));
-  }
-  return out;
+  return s.Bind(after).Bind(limit).All(ReadRd);
 }
 
 Result<std::vector<std::pair<RolloutDevice, bool>>> Store::ListInProgressSentBefore(const std::string& rollout_id,
@@ -532,37 +554,27 @@ Result<std::vector<std::pair<RolloutDevice, bool>>> Store::ListInProgressSentBef
       "ORDER BY rd.sent_at, rd.device_id";
   Stmt s(*cache_, db_, sql);
   s.Bind(rollout_id).Bind(sent_at_or_before);
-  std::vector<std::pair<RolloutDevice, bool>> out;
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(s));
-    out.emplace_back(std::move(rd), s.Int(11) != 0);
-  }
-  return out;
+  return s.All([](const Stmt& row) -> Result<std::pair<RolloutDevice, bool>> {
+    TUG_ASSIGN_OR_RETURN(RolloutDevice rd, ReadRd(row));
+    return std::pair{std::move(rd), row.Int(11) != 0};
+  });
 }
 
 Result<std::vector<Store::RolloutDeviceCount>> Store::CountRolloutDevices(const std::string& rollout_id) {
   Stmt s(*cache_, db_, "SELECT phase, state, COUNT(*) FROM rollout_devices WHERE rollout_id = ? GROUP BY phase, state");
-  s.Bind(rollout_id);
-  std::vector<RolloutDeviceCount> out;
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    TUG_ASSIGN_OR_RETURN(auto state, ParseDeviceJobState(s.Text(1)));
-    out.push_back(RolloutDeviceCount{.phase = static_cast<int>(s.Int(0)), .state = state, .count = s.Int(2)});
-  }
-  return out;
+  return s.Bind(rollout_id).All([](const Stmt& row) -> Result<RolloutDeviceCount> {
+    TUG_ASSIGN_OR_RETURN(auto state, ParseDeviceJobState(row.Text(1)));
+    return RolloutDeviceCount{.phase = static_cast<int>(row.Int(0)), .state = state, .count = row.Int(2)};
+  });
 }
 
 Result<std::optional<Store::DesiredVersions>> Store::GetDesiredVersions(const std::string& device_id) {
   Stmt s(*cache_, db_, "SELECT desired_v, applied_v, online FROM devices WHERE id = ?");
-  s.Bind(device_id);
-  TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-  if (!row) return std::optional<DesiredVersions>();
-  return std::optional<DesiredVersions>(DesiredVersions{.desired_v = static_cast<uint64_t>(s.Int(0)),
-                                                        .applied_v = static_cast<uint64_t>(s.Int(1)),
-                                                        .online = s.Int(2) != 0});
+  return s.Bind(device_id).One([](const Stmt& row) {
+    return DesiredVersions{.desired_v = static_cast<uint64_t>(row.Int(0)),
+                           .applied_v = static_cast<uint64_t>(row.Int(1)),
+                           .online = row.Int(2) != 0};
+  });
 }
 
 Status Store::SetDesired(const std::string& device_id, uint64_t desired_v, const std::string& desired) {
@@ -575,13 +587,7 @@ Status Store::SetDesired(const std::string& device_id, uint64_t desired_v, const
 
 Result<std::vector<std::pair<std::string, std::string>>> Store::ListUnappliedDesired() {
   Stmt s(*cache_, db_, "SELECT id, desired FROM devices WHERE desired != '' AND applied_v < desired_v ORDER BY id");
-  std::vector<std::pair<std::string, std::string>> out;
-  for (;;) {
-    TUG_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    out.emplace_back(s.Text(0), s.Text(1));
-  }
-  return out;
+  return s.All([](const Stmt& row) { return std::pair{row.Text(0), row.Text(1)}; });
 }
 
 }  // namespace tug::controller

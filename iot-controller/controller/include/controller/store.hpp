@@ -46,6 +46,18 @@ class Store {
   // Calls f with each device in id order without holding them all (a 10,000-device list as Device values is tens of
   // MiB); stops at f's first error and returns it. f may write to other tables.
   Status ForEachDevice(const std::function<Status(const Device&)>& f);
+  // Which devices a filtered ForEachDevice visits (GET /devices?label=&online=&version=); every condition given
+  // must hold. SQLite evaluates them, so rows that do not match are never read into a Device.
+  struct DeviceFilter {
+    Labels labels;                    // each equals the device's effective label (Device::EffectiveLabels)
+    std::optional<bool> online;       // the online flag equals this
+    std::optional<uint64_t> version;  // the active release's version equals this (active is an object)
+  };
+  // ForEachDevice over the devices matching `filter` whose id sorts after `after` ("": from the first), at most
+  // `limit` (-1: all). Served by the primary key in id order: a page stops after `limit` matches, having read only
+  // the rows up to the last of them.
+  Status ForEachDevice(const DeviceFilter& filter, const std::string& after, int64_t limit,
+                       const std::function<Status(const Device&)>& f);
   Status PutDevice(const Device& d);  // insert or replace
 
   Result<std::optional<Release>> GetRelease(uint64_t version);
