@@ -56,7 +56,8 @@ Result<std::string> EnsureBlob(registry::Client& client, const registry::Referen
 }  // namespace
 
 Result<oci::ImageConfig> PullImage(const std::string& image, bool plain_http, const std::string& cache_dir,
-                                   const std::string& rootfs, const std::function<bool()>& cancelled) {
+                                   const std::string& rootfs, const std::function<bool()>& cancelled,
+                                   const std::function<void(const std::string& digest)>& use_blob) {
   TUG_ASSIGN_OR_RETURN(auto ref, registry::Reference::Parse(image));
   registry::ClientOptions ro;
   if (plain_http) ro.insecure_registries.insert(ref.registry);
@@ -92,6 +93,7 @@ Result<oci::ImageConfig> PullImage(const std::string& image, bool plain_http, co
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
     const auto& layer = manifest.layers[i];
     TUG_ASSIGN_OR_RETURN(auto compression, oci::LayerCompression(layer.media_type));
+    if (use_blob) use_blob(layer.digest);  // before EnsureBlob's look in the cache, never after
     TUG_ASSIGN_OR_RETURN(auto blob, EnsureBlob(client, ref, layer, cache_dir, cancelled));
     TUG_ASSIGN_OR_RETURN(auto src, oci::FileSource::Open(blob));
     oci::ExtractOptions eo;

@@ -22,9 +22,11 @@ inline constexpr const char* kSandboxInContainer = "/mnt/sandbox";
 // Pulls `image` ("host:port/repo:tag" or "...@sha256:..") for this host's platform and unpacks its layers into
 // `rootfs` (created). Layers are cached, verified, under cache_dir/sha256/<hex>. `cancelled` is polled while
 // downloading. Errors name what failed ("GET http://..: HTTP 404 Not Found (MANIFEST_UNKNOWN: manifest unknown)");
-// the caller prefixes "pulling <image>: ".
+// the caller prefixes "pulling <image>: ". `use_blob` (may be empty) is called with each layer's digest before the
+// cache is looked at for it: the caller's reference that keeps image GC away from it (see gc.hpp, ImageCache).
 Result<oci::ImageConfig> PullImage(const std::string& image, bool plain_http, const std::string& cache_dir,
-                                   const std::string& rootfs, const std::function<bool()>& cancelled);
+                                   const std::string& rootfs, const std::function<bool()>& cancelled,
+                                   const std::function<void(const std::string& digest)>& use_blob = {});
 
 struct ContainerProcess {
   std::vector<std::string> args;            // empty: the image's Entrypoint + Cmd

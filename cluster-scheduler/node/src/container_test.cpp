@@ -1,5 +1,8 @@
 // Container tasks end to end: an amd64 busybox image pushed to a real docker-registry, pulled by the runner, run by
-// runc with the host's network, answering HTTP on its assigned port; and an image that does not exist.
+// runc with the host's network, answering HTTP on its assigned port; an image that does not exist; and image GC
+// keeping a running task's layers.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fixtures/app_image.hpp"
@@ -121,4 +124,58 @@ TEST_CASE("a container task whose image does not exist fails naming the referenc
   CHECK(v->last.message.find("404") != std::string::npos);
   CHECK(v->last.reason == "REASON_CONTAINER_LAUNCH_FAILED");
   CHECK(StateNames(UpdatesOf(*runner, "ghost")) == std::vector<std::string>{"TASK_STARTING", "TASK_FAILED"});
+}
+
+TEST_CASE("image GC keeps the layers of a running container task and removes them after its sandbox is collected") {
+  RequireContainerHost();
+  auto reg = testsupport::RegistryServer::Start();
+  REQUIRE(reg);
+  registry::ClientOptions ro;
+  ro.insecure_registries = {(*reg)->host_port()};
+  registry::Client client(ro);
+  auto repo = registry::Reference::Parse((*reg)->host_port() + "/acme/gc:1");
+  REQUIRE(repo);
+  fixtures::AppImageSpec spec;
+  spec.archs = {DebArch()};
+  REQUIRE(fixtures::PushAppImage(client, *repo, spec));
+
+  testsupport::TempDir dir("tug-node");
+  auto* env = core::DefaultEnv();
+  const std::string blobs = dir.path() + "/images/sha256";
+  // A layer of some image no task uses any more, last used an hour ago.
+  REQUIRE(env->CreateDirs(blobs));
+  const std::string unused = blobs + "/" + std::string(64, 'a');
+  REQUIRE(core::WriteFileDurable(*env, unused, "old layer"));
+  struct timespec old[2] = {{::time(nullptr) - 3600, 0}, {::time(nullptr) - 3600, 0}};
+  REQUIRE(::utimensat(AT_FDCWD, unused.c_str(), old, 0) == 0);
+
+  RunnerOptions o = Opts(dir.path());
+  o.gc.delay = 100ms;
+  o.gc.image_delay = 1s;
+  o.gc.interval = 50ms;
+  o.gc.disk_usage = [](const std::string&) -> Result<double> { return 10.0; };
+  auto opened = TaskRunner::Open(o);
+  REQUIRE(opened);
+  auto& runner = **opened;
+  auto task = ShellTask("gc.c1", "exec /bin/busybox sleep 1000");
+  task.container.image = repo->ToString();
+  REQUIRE(runner.Launch(task));
+  REQUIRE(WaitState(runner, "gc.c1", TaskState::kRunning, 60s));
+  REQUIRE(testsupport::WaitFor([&] { return !env->Exists(unused); }, 5s));
+  auto layers = env->ListDir(blobs);
+  REQUIRE(layers);
+  REQUIRE_FALSE(layers->empty());
+
+  // Several image delays later, the running task's layers are all still there.
+  std::this_thread::sleep_for(2500ms);
+  for (const auto& l : *layers) CHECK(env->Exists(blobs + "/" + l));
+  CHECK(runner.GcStatus().blobs_in_use == layers->size());
+
+  // Killed and acknowledged: the sandbox goes after 100ms, the layers an image delay after that.
+  REQUIRE(runner.Kill("gc.c1"));
+  REQUIRE(WaitTerminal(runner, "gc.c1", 20s));
+  for (const auto& u : UpdatesOf(runner, "gc.c1")) REQUIRE(runner.Acknowledge("gc.c1", u.uuid));
+  REQUIRE(testsupport::WaitFor([&] { return !env->Exists(runner.SandboxOf("gc.c1")); }, 5s));
+  CHECK(testsupport::WaitFor([&] { auto left = env->ListDir(blobs); return left && left->empty(); }, 10s));
+  CHECK(runner.GcStatus().blobs_in_use == 0);
 }

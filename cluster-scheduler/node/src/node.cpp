@@ -16,9 +16,12 @@
 #include <future>
 #include <iostream>
 #include <thread>
+#include <tuple>
 
+#include "core/clock.hpp"
 #include "core/env.hpp"
 #include "core/log.hpp"
+#include "gc.hpp"
 #include "http/server.hpp"
 #include "node/supervisor.hpp"
 #include "oci/image.hpp"
@@ -106,6 +109,7 @@ struct Node::Impl {
                    {"master", link->leader()},
                    {"tasks", runner->LatestStatuses().size()}});
     }
+    if (path == "/api/v1/node") return Json(NodeJson());
     const std::string prefix = "/api/v1/tasks";
     if (path == prefix) {
       json tasks = json::array();
@@ -121,10 +125,13 @@ struct Node::Impl {
       }
       const std::string id = http::PercentDecode(rest);
       auto view = runner->Get(id);
+      const auto collected_at = runner->SandboxCollectedAt(id);
       if (!logs) {
+        if (!view && collected_at) return Collected(id, *collected_at);
         if (!view) return http::JsonError(404, "unknown task " + id);
         return Json(ToJson(*view));
       }
+      if (collected_at) return Collected(id, *collected_at);
       auto q = req.Query();
       const std::string stream = q.count("stream") ? q["stream"] : "stdout";
       if (stream != "stdout" && stream != "stderr")
@@ -140,10 +147,30 @@ struct Node::Impl {
       tail = std::clamp<size_t>(tail, 1, 100000);
       const std::string sandbox = view && !view->sandbox.empty() ? view->sandbox : runner->SandboxOf(id);
       auto text = TailLines(core::JoinPath(sandbox, stream), tail);
+      if (!text && !view)
+        return http::JsonError(404, "unknown task " + id + " (never ran here, or its sandbox was garbage-collected "
+                                                              "before this node's last restart)");
       if (!text) return http::JsonError(404, "no " + stream + " for task " + id);
       return Text(200, std::move(*text));
     }
     return http::JsonError(404, "no route for " + path);
+  }
+
+  // 410, not 404: the task did run here; what it left is gone on purpose.
+  http::Response Collected(const std::string& id, double at) const {
+    const auto when = core::TimePoint(std::chrono::duration_cast<core::TimePoint::duration>(
+        std::chrono::duration<double>(at)));
+    return http::JsonError(410, "task " + id + ": its sandbox and logs were garbage-collected at " +
+                                    core::FormatRfc3339(when) + " (--gc-delay " + FormatDelay(opts.gc.delay) +
+                                    " after it ended, shorter above --gc-disk-watermark)");
+  }
+
+  json NodeJson() const {
+    return {{"agent_id", link->agent_id()},
+            {"hostname", agent.hostname},
+            {"endpoint", agent.endpoint},
+            {"registered", link->connected()},
+            {"gc", ToJson(runner->GcStatus(), opts.gc)}};
   }
 };
 
@@ -177,6 +204,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions opts) {
   ro.kill_grace = std::chrono::milliseconds(static_cast<int64_t>(opts.kill_grace_s * 1000));
   ro.runc = opts.runc;
   ro.use_cgroups = opts.use_cgroups;
+  ro.gc = opts.gc;
   TUG_ASSIGN_OR_RETURN(impl->runner, TaskRunner::Open(ro));
 
   Impl* raw = impl.get();
@@ -338,6 +366,20 @@ int Main(int argc, char** argv) {
   app.add_flag("--no-cgroups", no_cgroups, "Limit process tasks with rlimits only, even where cgroups are writable");
   app.add_option("--runc", o.runc, "runc binary for container tasks")->capture_default_str();
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
+  std::string gc_delay = "1h", image_gc_delay = "24h", gc_interval = "1m";
+  app.add_option("--gc-delay", gc_delay,
+                 "Remove a task's sandbox (work dir, logs) this long after it ended, once the master acknowledged "
+                 "its last update: 30s, 10m, 1h, 2d")
+      ->capture_default_str();
+  app.add_option("--gc-disk-watermark", o.gc.disk_watermark,
+                 "Percent of the work dir's disk used above which --gc-delay shrinks in proportion to the room left "
+                 "(at 95% with 90: half the delay; at 100%: none), oldest sandboxes first")
+      ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
+  app.add_option("--image-gc-delay", image_gc_delay,
+                 "Remove a cached image layer that no remaining sandbox's task uses this long after its last use")
+      ->capture_default_str();
+  app.add_option("--gc-interval", gc_interval, "How often garbage collection runs")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -345,6 +387,20 @@ int Main(int argc, char** argv) {
   }
   o.masters = masters;
   o.use_cgroups = !no_cgroups;
+  for (auto [flag, text, out] : {std::tuple{"--gc-delay", &gc_delay, &o.gc.delay},
+                                 std::tuple{"--image-gc-delay", &image_gc_delay, &o.gc.image_delay},
+                                 std::tuple{"--gc-interval", &gc_interval, &o.gc.interval}}) {
+    auto d = core::ParseDuration(*text);
+    if (!d) {
+      std::fprintf(stderr, "cluster-node: %s: %s\n", flag, d.error().Message().c_str());
+      return 2;
+    }
+    *out = *d;
+  }
+  if (o.gc.interval.count() <= 0) {
+    std::fprintf(stderr, "cluster-node: --gc-interval must be above 0s\n");
+    return 2;
+  }
   core::InitLogging(log_level, "cluster-node");
 
   // SIGTERM/SIGINT are taken by sigwait below: block them before any thread starts so none of them gets one.

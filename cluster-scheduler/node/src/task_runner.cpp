@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -23,7 +24,9 @@
 
 #include "container.hpp"
 #include "core/env.hpp"
+#include "core/clock.hpp"
 #include "crypto/sha256.hpp"
+#include "gc.hpp"
 #include "limits.hpp"
 #include "node/supervisor.hpp"
 #include "probe.hpp"
@@ -40,6 +43,8 @@ constexpr const char* kReasonCommandExited = "REASON_COMMAND_EXITED";
 constexpr const char* kReasonHealthCheckFailed = "REASON_HEALTH_CHECK_FAILED";
 constexpr const char* kReasonSupervisorGone = "REASON_EXECUTOR_TERMINATED";
 constexpr const char* kReasonAgentRemoved = "REASON_AGENT_REMOVED";
+// Collections remembered for SandboxCollectedAt (the API's "garbage-collected" answer).
+constexpr size_t kKeepCollected = 1000;
 
 std::string NewUuid() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -159,6 +164,8 @@ struct Task {
   bool foreign = false;  // ReportForeign: a record of an update only
   bool launching = false;
   bool cleanup_scheduled = false;
+  // Image blobs ("sha256:..") this task's launch referenced: held until its sandbox is collected.
+  std::vector<std::string> blobs;
   // Set by a kill: a launch still pulling its image gives up.
   std::shared_ptr<std::atomic<bool>> cancel_launch = std::make_shared<std::atomic<bool>>(false);
 };
@@ -198,6 +205,7 @@ json CheckpointJson(const Task& t) {
          {"kill_reason", t.kill_reason},
          {"kill_message", t.kill_message},
          {"silent", t.silent},
+         {"blobs", t.blobs},
          {"unacked", unacked},
          {"last", ToJson(t.last)}};
   if (!t.foreign) j["info"] = ToJson(t.info);
@@ -231,6 +239,7 @@ Result<std::unique_ptr<Task>> TaskFromCheckpoint(const json& j) {
     t->kill_reason = j.value("kill_reason", "");
     t->kill_message = j.value("kill_message", "");
     t->silent = j.value("silent", false);
+    t->blobs = j.value("blobs", std::vector<std::string>{});
     if (j.contains("healthy")) t->healthy = j["healthy"].get<bool>();
     for (const auto& u : j.value("unacked", json::array())) {
       TUG_ASSIGN_OR_RETURN(auto s, TaskStatusFromJson(u, "unacked"));
@@ -282,6 +291,30 @@ json ToJson(const TaskView& v) {
          {"last_update", ToJson(v.last)}};
   if (!v.info.container.image.empty()) j["image"] = v.info.container.image;
   if (v.healthy) j["healthy"] = *v.healthy;
+  if (v.sandbox_collected_at > 0) j["sandbox_collected_at"] = v.sandbox_collected_at;
+  return j;
+}
+
+std::chrono::milliseconds EffectiveGcDelay(std::chrono::milliseconds delay, std::optional<double> used_percent,
+                                           double watermark) {
+  if (!used_percent || *used_percent < watermark || watermark >= 100) return delay;
+  const double room = std::clamp((100 - *used_percent) / (100 - watermark), 0.0, 1.0);
+  return std::chrono::milliseconds(static_cast<int64_t>(static_cast<double>(delay.count()) * room));
+}
+
+json ToJson(const GcStats& s, const GcOptions& o) {
+  json j{{"sandboxes_kept", s.sandboxes_kept},
+         {"sandboxes_waiting", s.sandboxes_waiting},
+         {"sandboxes_collected", s.sandboxes_collected},
+         {"blobs_collected", s.blobs_collected},
+         {"blobs_in_use", s.blobs_in_use},
+         {"bytes_freed", s.bytes_freed},
+         {"passes", s.passes},
+         {"gc_delay", FormatDelay(o.delay)},
+         {"effective_gc_delay", FormatDelay(s.effective_delay)},
+         {"gc_disk_watermark", o.disk_watermark},
+         {"image_gc_delay", FormatDelay(o.image_delay)}};
+  j["disk_used_percent"] = s.disk_used_percent ? json(*s.disk_used_percent) : json(nullptr);
   return j;
 }
 
@@ -293,11 +326,16 @@ class TaskRunner::Impl {
         tasks_dir(core::JoinPath(o.work_dir, "tasks")),
         containers_dir(core::JoinPath(o.work_dir, "containers")),
         images_dir(core::JoinPath(o.work_dir, "images")),
-        runc(o.runc, core::JoinPath(o.work_dir, "runc")) {}
+        gc_dir(core::JoinPath(o.work_dir, "meta/gc")),
+        trash_dir(core::JoinPath(o.work_dir, "trash")),
+        runc(o.runc, core::JoinPath(o.work_dir, "runc")),
+        images(images_dir) {}
 
   const RunnerOptions& opts;
-  const std::string meta_dir, tasks_dir, containers_dir, images_dir;
+  const std::string meta_dir, tasks_dir, containers_dir, images_dir, gc_dir, trash_dir;
   Runc runc;
+  ImageCache images;  // thread-safe on its own; taken after `mu` when both are held, never the other way
+  Trash trash;
   CgroupSupport cgroups;
   // Tells this node's cgroups and container ids apart from another node's on the same host (a hash of the work dir).
   std::string node_key;
@@ -319,6 +357,19 @@ class TaskRunner::Impl {
   // Supervisors this process started: reaped once they exit (the exit status file usually tells us the task ended
   // before the supervisor itself is gone, so liveness checks alone would leave zombies).
   std::set<pid_t> children;
+
+  // Garbage collection, under `mu`. A forgotten task's sandbox waits in gc_pending (and meta/gc/<dir>.json) until
+  // it is due; the API can tell a collected sandbox from an unknown task through `collected`.
+  struct GcEntry {
+    std::string task_id;
+    std::string dir;
+    double ended_at = 0;  // seconds since the epoch
+    std::vector<std::string> blobs;
+  };
+  std::map<std::string, GcEntry> gc_pending;  // by dir
+  std::deque<std::pair<std::string, double>> collected;  // (task id, when), oldest first
+  GcStats gc_stats;
+  SteadyClock::time_point next_gc{};  // monitor thread only
 
   // Work that must not run under `mu` (runc, signals to cgroups, rmdir), collected while holding it.
   using Actions = std::vector<std::function<void()>>;
@@ -383,12 +434,81 @@ class TaskRunner::Impl {
   void MaybeForget(const std::string& id) {
     Task* t = Find(id);
     if (!t || !IsTerminal(t->state) || !t->unacked.empty() || t->launching) return;
+    // The GC record is written before the checkpoint goes, so a crash in between leaves both (the checkpoint wins
+    // on recovery and is forgotten again), never neither.
+    if (!t->foreign) ScheduleGc(*t);
     (void)core::DefaultEnv()->RemoveFile(CheckpointPath(*t));
     TaskView v = ViewOf(*t);
     v.forgotten = true;
     completed.push_back(std::move(v));
     while (completed.size() > opts.keep_completed) completed.pop_front();
     tasks.erase(id);
+  }
+
+  // ---- garbage collection, `mu` held ----
+
+  std::string GcRecordPath(const std::string& dir) const { return core::JoinPath(gc_dir, dir + ".json"); }
+
+  // The time the sandbox's delay counts from is the terminal update's timestamp: when the node saw the task end
+  // (after a node restart, when recovery read its exit status), never the acknowledgement's time.
+  void ScheduleGc(const Task& t) {
+    GcEntry e{.task_id = t.info.task_id,
+              .dir = t.dir,
+              .ended_at = t.last.timestamp > 0 ? t.last.timestamp : NowSeconds(),
+              .blobs = t.blobs};
+    json j{{"task_id", e.task_id}, {"ended_at", e.ended_at}, {"blobs", e.blobs}};
+    auto st = core::WriteFileDurable(*core::DefaultEnv(), GcRecordPath(e.dir), j.dump() + "\n");
+    // Without its record a restarted node still finds the sandbox, and schedules it by its mtime.
+    if (!st) spdlog::error("task {}: writing its GC record failed: {}", e.task_id, st.error().Message());
+    gc_pending[e.dir] = std::move(e);
+  }
+
+  // A new task takes over `dir` (a relaunch of a forgotten task's id): the old sandbox's collection is cancelled,
+  // since the launch wipes and reuses the directory, and the old task's blobs are released.
+  void DropGc(const std::string& task_id, const std::string& dir) {
+    if (gc_pending.erase(dir)) {
+      (void)core::DefaultEnv()->RemoveFile(GcRecordPath(dir));
+      images.Release(dir);
+    }
+    std::erase_if(collected, [&](const auto& c) { return c.first == task_id; });
+  }
+
+  // Moves the due sandboxes (ended before now - delay), oldest first, into the trash; their GC records go and their
+  // blobs are released. Returns the task ids collected and adds the trash paths to `paths`.
+  std::vector<std::string> CollectSandboxes(double now, std::chrono::milliseconds delay,
+                                            std::vector<std::string>* paths) {
+    const double cutoff = now - std::chrono::duration<double>(delay).count();
+    std::vector<const GcEntry*> due;
+    for (const auto& [dir, e] : gc_pending)
+      if (e.ended_at <= cutoff) due.push_back(&e);
+    std::sort(due.begin(), due.end(), [](const GcEntry* a, const GcEntry* b) { return a->ended_at < b->ended_at; });
+    std::vector<std::string> ids;
+    for (const GcEntry* e : due) {
+      const std::string sandbox = core::JoinPath(tasks_dir, e->dir);
+      if (core::DefaultEnv()->Exists(sandbox)) {
+        auto to = MoveToTrash(sandbox, trash_dir);
+        if (!to) {
+          spdlog::error("gc: task {}: moving its sandbox to the trash failed (retried next pass): {}", e->task_id,
+                        to.error().Message());
+          continue;
+        }
+        paths->push_back(*to);
+      }
+      (void)core::DefaultEnv()->RemoveFile(GcRecordPath(e->dir));
+      images.Release(e->dir);
+      MarkCollected(e->task_id, now);
+      ids.push_back(e->task_id);
+      gc_pending.erase(std::string(e->dir));  // e dangles from here on
+    }
+    return ids;
+  }
+
+  void MarkCollected(const std::string& task_id, double now) {
+    collected.emplace_back(task_id, now);
+    while (collected.size() > kKeepCollected) collected.pop_front();
+    for (auto& v : completed)
+      if (v.info.task_id == task_id) v.sandbox_collected_at = now;
+    ++gc_stats.sandboxes_collected;
   }
 
   void ScheduleCleanup(Task& t, Actions& actions) {
@@ -522,8 +642,11 @@ class TaskRunner::Impl {
     const double cpus = info.resources.cpus(), mem = info.resources.mem();
     if (!info.container.image.empty()) {
       const std::string rootfs = core::JoinPath(bundle, "rootfs");
-      auto config = PullImage(info.container.image, info.container.insecure_registry, images_dir, rootfs,
-                              [this, cancel] { return stopping.load() || cancel->load(); });
+      // Each layer is referenced (for this task's sandbox dir) before the cache is looked at: see ImageCache.
+      auto config = PullImage(
+          info.container.image, info.container.insecure_registry, images_dir, rootfs,
+          [this, cancel] { return stopping.load() || cancel->load(); },
+          [this, dir](const std::string& digest) { images.Acquire(dir, digest); });
       if (!config) return tl::unexpected(Wrap(config.error(), "pulling " + info.container.image));
       ContainerProcess cp;
       const auto& cmd = info.command;
@@ -620,6 +743,7 @@ class TaskRunner::Impl {
       Task* t = Find(id);
       if (!t) return;
       t->launching = false;
+      t->blobs = images.UsedBy(dir);  // checkpointed by what follows, so a restart keeps the references
       if (!prepared && stopping && !t->kill_requested && prepared.error().Is(Errc::kCancelled)) {
         t->launching = true;  // left STARTING without a supervisor: the next runner launches it again
         return;
@@ -818,7 +942,135 @@ class TaskRunner::Impl {
         if (stopping) return;
       }
       Tick();
+      if (SteadyClock::now() >= next_gc) {
+        GcPass();
+        next_gc = SteadyClock::now() + opts.gc.interval;
+      }
     }
+  }
+
+  // ---- garbage collection pass (monitor thread) ----
+
+  std::optional<double> DiskUsedPercent() const {
+    auto used = opts.gc.disk_usage ? opts.gc.disk_usage(opts.work_dir) : StatvfsUsedPercent(opts.work_dir);
+    if (!used) {
+      spdlog::warn("gc: disk usage of {} unknown ({}); using the full --gc-delay", opts.work_dir,
+                   used.error().Message());
+      return std::nullopt;
+    }
+    return *used;
+  }
+
+  // Decides and renames only (mu is held for one rename per sandbox); the Trash thread deletes.
+  void GcPass() {
+    const auto used = DiskUsedPercent();  // outside mu: statvfs (or the injected source) may be slow
+    const auto delay = EffectiveGcDelay(opts.gc.delay, used, opts.gc.disk_watermark);
+    const double now = NowSeconds();
+    Trash::Batch batch;
+    std::vector<std::string> ids;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ids = CollectSandboxes(now, delay, &batch.paths);
+    }
+    // After the sandboxes: blobs they released are still fresh (Release marks them used now), so a blob is removed
+    // image_delay after the last task holding it was collected.
+    auto blobs = images.Sweep(std::chrono::system_clock::now(), opts.gc.image_delay, trash_dir);
+    batch.paths.insert(batch.paths.end(), blobs.begin(), blobs.end());
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++gc_stats.passes;
+      gc_stats.blobs_collected += blobs.size();
+      gc_stats.disk_used_percent = used;
+      gc_stats.effective_delay = delay;
+    }
+    if (batch.paths.empty()) return;
+    batch.what = DescribeCollected(ids, blobs.size());
+    char usage[32] = "unknown";
+    if (used) std::snprintf(usage, sizeof usage, "%.1f%%", *used);
+    batch.why = std::string("disk ") + usage + " used, sandbox delay " + FormatDelay(delay) + " of --gc-delay " +
+                FormatDelay(opts.gc.delay) + ", --image-gc-delay " + FormatDelay(opts.gc.image_delay);
+    trash.Submit(std::move(batch));
+  }
+
+  static std::string DescribeCollected(const std::vector<std::string>& ids, size_t blobs) {
+    std::string out = std::to_string(ids.size()) + " sandbox(es)";
+    if (!ids.empty()) {
+      out += " (";
+      for (size_t i = 0; i < ids.size() && i < 10; ++i) out += (i ? ", " : "") + ids[i];
+      out += ids.size() > 10 ? ", ...)" : ")";
+    }
+    return out + " and " + std::to_string(blobs) + " image blob(s)";
+  }
+
+  // ---- garbage collection recovery (Open, `mu` held, after the tasks were recovered) ----
+
+  void RecoverGc() {
+    auto* env = core::DefaultEnv();
+    std::set<std::string> live_dirs;
+    for (const auto& [id, t] : tasks) {
+      live_dirs.insert(t->dir);
+      images.Adopt(t->dir, t->blobs);
+    }
+    if (auto names = env->ListDir(gc_dir)) {
+      for (const auto& name : *names) LoadGcRecord(name, live_dirs);
+    }
+    if (auto dirs = env->ListDir(tasks_dir)) {
+      for (const auto& dir : *dirs)
+        if (!live_dirs.count(dir) && !gc_pending.count(dir)) AdoptOrphanSandbox(dir);
+    }
+    // Deletions a previous runner did not finish.
+    if (auto left = env->ListDir(trash_dir); left && !left->empty()) {
+      Trash::Batch b;
+      for (const auto& n : *left) b.paths.push_back(core::JoinPath(trash_dir, n));
+      b.what = std::to_string(left->size()) + " leftover(s) of an interrupted collection";
+      b.why = "trash left by the previous run";
+      trash.Submit(std::move(b));
+    }
+  }
+
+  void LoadGcRecord(const std::string& name, const std::set<std::string>& live_dirs) {
+    if (name.size() < 6 || name.substr(name.size() - 5) != ".json") return;
+    const std::string dir = name.substr(0, name.size() - 5);
+    const std::string path = core::JoinPath(gc_dir, name);
+    if (live_dirs.count(dir)) {  // a relaunch of the id took the sandbox over (crash before the record went)
+      (void)core::DefaultEnv()->RemoveFile(path);
+      return;
+    }
+    try {
+      auto j = json::parse(core::DefaultEnv()->ReadFile(path).value_or("{}"));
+      GcEntry e{.task_id = j.at("task_id").get<std::string>(),
+                .dir = dir,
+                .ended_at = j.at("ended_at").get<double>(),
+                .blobs = j.value("blobs", std::vector<std::string>{})};
+      images.Adopt(dir, e.blobs);
+      gc_pending[dir] = std::move(e);
+    } catch (const std::exception& e) {
+      // The sandbox is then found without a record and scheduled by its mtime.
+      spdlog::error("gc record {} is unusable ({}); moved aside", path, e.what());
+      (void)core::DefaultEnv()->Rename(path, path + ".corrupt");
+    }
+  }
+
+  // A sandbox no checkpoint or GC record mentions: left by a node version without GC, or a record that could not
+  // be written. Its end is taken from exit_status.json's mtime, else the directory's. A live supervisor (a task this
+  // node lost track of, e.g. a corrupt checkpoint) keeps it: its output still goes there.
+  void AdoptOrphanSandbox(const std::string& dir) {
+    const std::string sandbox = core::JoinPath(tasks_dir, dir);
+    if (auto sp = ReadPidFile(core::JoinPath(sandbox, "supervisor.pid")); sp && ProcessAlive(sp->pid, sp->start_time))
+      return;
+    auto ended = MtimeSeconds(core::JoinPath(sandbox, "exit_status.json"));
+    if (!ended) ended = MtimeSeconds(sandbox);
+    if (!ended) return;
+    std::string task_id = dir;  // best effort for logs: the escaped id
+    if (auto launch = core::DefaultEnv()->ReadFile(core::JoinPath(sandbox, "launch.json"))) {
+      try {
+        auto j = json::parse(*launch);
+        for (const auto& kv : j.value("env", std::vector<std::string>{}))
+          if (kv.rfind("TASK_ID=", 0) == 0) task_id = kv.substr(8);
+      } catch (const std::exception&) {
+      }
+    }
+    gc_pending[dir] = GcEntry{.task_id = task_id, .dir = dir, .ended_at = *ended, .blobs = {}};
   }
 
   // ---- recovery (Open, before the threads start) ----
@@ -910,6 +1162,7 @@ class TaskRunner::Impl {
         actions.push_back([dirs] { CleanupCgroups(dirs); });
       }
     }
+    RecoverGc();
     for (const auto& id : relaunch) StartWorker([this, id] { LaunchWorker(id); });
     for (auto& a : actions) a();
     return {};
@@ -924,7 +1177,7 @@ Result<std::unique_ptr<TaskRunner>> TaskRunner::Open(RunnerOptions opts) {
   if (::access(opts.supervisor_exe.c_str(), X_OK) != 0)
     return MakeError(Errc::kNotFound, "supervisor binary " + opts.supervisor_exe + " is not executable");
   auto* env = core::DefaultEnv();
-  for (const char* d : {"meta/tasks", "tasks", "containers", "images", "runc"})
+  for (const char* d : {"meta/tasks", "meta/gc", "tasks", "containers", "images", "runc", "trash"})
     TUG_TRY(env->CreateDirs(core::JoinPath(opts.work_dir, d)));
   std::unique_ptr<TaskRunner> r(new TaskRunner(std::move(opts)));
   auto& impl = *r->impl_;
@@ -982,6 +1235,7 @@ bool TaskRunner::Launch(TaskInfo info, const std::string& framework_id) {
   if (t->container) t->container_id = ContainerId(t->info.task_id, impl.node_key);
   t->grace_s = GraceSeconds(t->info, opts_.kill_grace);
   t->launching = true;
+  impl.DropGc(t->info.task_id, t->dir);
   const std::string id = t->info.task_id;
   Task& ref = *t;
   impl.tasks[id] = std::move(t);
@@ -1109,6 +1363,28 @@ void TaskRunner::SetUpdateListener(std::function<void()> fn) {
 
 std::string TaskRunner::SandboxOf(const std::string& task_id) const {
   return core::JoinPath(impl_->tasks_dir, EscapeTaskId(task_id));
+}
+
+std::optional<double> TaskRunner::SandboxCollectedAt(const std::string& task_id) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (auto it = impl_->collected.rbegin(); it != impl_->collected.rend(); ++it)
+    if (it->first == task_id) return it->second;
+  return std::nullopt;
+}
+
+GcStats TaskRunner::GcStatus() const {
+  GcStats s;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    s = impl_->gc_stats;
+    s.sandboxes_waiting = impl_->gc_pending.size();
+    s.sandboxes_kept = s.sandboxes_waiting;
+    for (const auto& [id, t] : impl_->tasks)
+      if (!t->foreign) ++s.sandboxes_kept;
+  }
+  s.blobs_in_use = impl_->images.blobs_in_use();
+  s.bytes_freed = impl_->trash.bytes_freed();
+  return s;
 }
 
 }  // namespace tug::cluster::node

@@ -3,7 +3,9 @@
 //   GET /healthz                                   {"status":"ok","registered":..,"agent_id":..,"master":..}
 //   GET /api/v1/tasks                              {"tasks":[TaskView JSON: state, pids, ports, limits, ...]}
 //   GET /api/v1/tasks/<id>                         one TaskView
-//   GET /api/v1/tasks/<id>/logs?stream=stdout|stderr&tail=N   the last N lines (default 100), text/plain
+//   GET /api/v1/tasks/<id>/logs?stream=stdout|stderr&tail=N   the last N lines (default 100), text/plain;
+//                                                  410 once the task's sandbox was garbage-collected
+//   GET /api/v1/node                               {"agent_id",..,"gc":{sandboxes kept/collected, bytes freed, ..}}
 // Stopping a Node leaves the tasks running (the next Node on the work dir re-attaches), unless
 // kill_tasks_on_exit.
 #pragma once
@@ -33,6 +35,7 @@ struct NodeOptions {
   bool use_cgroups = true;
   std::string runc = "runc";
   std::string supervisor_exe;                   // "" = this executable
+  GcOptions gc;                                 // sandbox and image garbage collection
   LinkOptions link;                             // masters/agent/state_file are filled from the above
 };
 

@@ -7,6 +7,8 @@
 //                          (see supervisor.hpp), kept after the task ended
 //   containers/<task>/     a container task's runc bundle (config.json, rootfs/); removed when the task ended
 //   images/sha256/<hex>    verified layer blobs, shared by tasks
+//   meta/gc/<task>.json    a sandbox waiting for garbage collection: task id, when it ended, the blobs it used
+//   trash/                 sandboxes and blobs being deleted (off the monitor thread; emptied again on Open)
 //   runc/                  runc's state root
 //   meta/tasks/<task>.json checkpoint: TaskInfo, state, supervisor pid + start time, unacknowledged updates
 //                          (written temp + fsync + rename + fsync dir on every change)
@@ -26,7 +28,11 @@
 // Status updates: every transition (TASK_STARTING -> TASK_RUNNING -> [TASK_KILLING] -> FINISHED/FAILED/KILLED) and
 // every change of health is an update with a fresh uuid and the task's latest `healthy`, queued per task in order
 // and checkpointed until Acknowledge(). A terminal task whose updates are all acknowledged is forgotten (its
-// checkpoint removed; its sandbox stays).
+// checkpoint replaced by a GC record in meta/gc; its sandbox stays until collected).
+//
+// Garbage collection (GcOptions): every `gc.interval` the monitor collects the sandboxes of forgotten tasks that
+// ended more than the (disk-usage adjusted) delay ago, oldest first, and the cached blobs no uncollected task uses.
+// Only renames into trash/ happen on the monitor thread; a Trash thread deletes.
 #pragma once
 
 #include <sys/types.h>
@@ -45,6 +51,39 @@
 
 namespace tug::cluster::node {
 
+// Garbage collection of sandboxes and cached image blobs (docs/cluster-node.md, "Garbage collection").
+struct GcOptions {
+  // A forgotten task's sandbox (terminal, every update acknowledged) is removed this long after the task ended.
+  std::chrono::milliseconds delay{std::chrono::hours(1)};
+  // Above this percentage of the work dir's filesystem used, the delay shrinks with the room left (EffectiveGcDelay).
+  double disk_watermark = 90;
+  // A cached blob that no uncollected task uses is removed this long after its last use.
+  std::chrono::milliseconds image_delay{std::chrono::hours(24)};
+  // How often the monitor runs a pass.
+  std::chrono::milliseconds interval{std::chrono::minutes(1)};
+  // Percent used of the filesystem holding the work dir; empty: statvfs (as df computes it). Tests inject one.
+  std::function<Result<double>(const std::string& work_dir)> disk_usage;
+};
+
+// The sandbox delay a pass applies: `delay` below the watermark; above it, delay * (100 - used) / (100 - watermark),
+// i.e. half the delay at 95% used with the default 90, nothing left at 100%. Unknown usage: `delay`.
+std::chrono::milliseconds EffectiveGcDelay(std::chrono::milliseconds delay, std::optional<double> used_percent,
+                                           double watermark);
+
+// What garbage collection did since the runner opened, and what it keeps now (GET /api/v1/node).
+struct GcStats {
+  size_t sandboxes_kept = 0;          // on disk now: tasks not yet collected (running, unacknowledged, waiting)
+  size_t sandboxes_waiting = 0;       // of those, forgotten ones waiting for their delay
+  uint64_t sandboxes_collected = 0;
+  uint64_t blobs_collected = 0;
+  size_t blobs_in_use = 0;            // blobs referenced by uncollected tasks
+  uint64_t bytes_freed = 0;           // by sandboxes and blobs, as allocated on disk (deleted so far)
+  uint64_t passes = 0;
+  std::optional<double> disk_used_percent;  // at the last pass
+  std::chrono::milliseconds effective_delay{0};  // the sandbox delay the last pass applied
+};
+nlohmann::json ToJson(const GcStats& s, const GcOptions& o);
+
 // Label on a TaskInfo overriding the kill grace period, in seconds ("0.5").
 inline constexpr const char* kKillGraceLabel = "tugboat.kill_grace_period_seconds";
 
@@ -61,6 +100,7 @@ struct RunnerOptions {
   std::string cgroup_group = "tugboat-node";
   std::chrono::milliseconds tick{std::chrono::milliseconds(100)};
   size_t keep_completed = 100;                // forgotten tasks still listed by Tasks() (most recent)
+  GcOptions gc;
 };
 
 // A snapshot of one task for the API and tests.
@@ -76,6 +116,7 @@ struct TaskView {
   std::string limits;              // how limits were applied
   size_t unacknowledged = 0;
   bool forgotten = false;          // terminal and acknowledged (kept only in memory for listing)
+  double sandbox_collected_at = 0; // seconds since the epoch when its sandbox was garbage-collected; 0: not
 };
 nlohmann::json ToJson(const TaskView& v);
 
@@ -128,6 +169,10 @@ class TaskRunner {
 
   // The sandbox dir of a task (known or not): work_dir/tasks/<escaped id>.
   std::string SandboxOf(const std::string& task_id) const;
+  // When this task's sandbox was garbage-collected (seconds since the epoch), if it was since the runner opened
+  // (the last 1000 collections are remembered).
+  std::optional<double> SandboxCollectedAt(const std::string& task_id) const;
+  GcStats GcStatus() const;
   const RunnerOptions& options() const { return opts_; }
 
   class Impl;
