@@ -53,7 +53,7 @@ mkdir -p "$BUILD"
 say "configuring $BUILD (toolchains/$TRIPLET.cmake, sysroot $SYSROOT, static=$STATIC)"
 flock "$LOCK" cmake -S . -B "$BUILD" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$ROOT/toolchains/$TRIPLET.cmake" \
   -DTUG_SYSROOT="$SYSROOT" -DTUG_BUILD_TESTS=ON -DTUG_STATIC=$([ $STATIC = 1 ] && echo ON || echo OFF) \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$BUILD/configure.log" 2>&1 || {
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTUG_UNITY_BUILD=ON >"$BUILD/configure.log" 2>&1 || {
   cat "$BUILD/configure.log" >&2; say "configure failed"; exit 1; }
 T_CONFIGURE=$(elapsed "$t")
 

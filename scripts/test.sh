@@ -9,13 +9,14 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 scripts/setup.sh
 
-# Compiler cache outside the clone (cmake/Ccache.cmake), so a fresh clone rebuilds in about a minute, not 13.
+# Compiler cache outside the clone (cmake/BuildSpeed.cmake), so a fresh clone rebuilds in about a minute, not 13.
 export CCACHE_DIR=${CCACHE_DIR:-/var/cache/tugboat/ccache}
 mkdir -p "$CCACHE_DIR"
 # The test build keeps line tables only (-g1: backtraces still name functions and lines); full -g makes the
 # template-heavy units compile ~40% slower and is for debugging builds, not for running the suite.
+# Unity batches (cmake/BuildSpeed.cmake) make a cold build ~1/3 faster, which is what a fresh CI machine does.
 config=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG"
-        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG")
+        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG" -DTUG_UNITY_BUILD=ON)
 
 lock=()
 # Other builds may share this machine: take turns (flock comes with util-linux, installed by setup.sh).

@@ -49,7 +49,7 @@ std::string Human(uint64_t bytes) {
   return buf;
 }
 
-nlohmann::json SlotJson(const std::optional<SlotView>& v) {
+nlohmann::json StatusSlotJson(const std::optional<SlotView>& v) {
   if (!v) return nullptr;
   return {{"slot", v->record.slot},       {"digest", v->record.digest},   {"manifest", v->record.manifest},
           {"version", v->record.version}, {"name", v->record.name},       {"status", ToString(v->record.status)},
@@ -183,7 +183,7 @@ int Main(int argc, char** argv) {
                                                  {"message", s->job.error->message}}
                                 : nlohmann::json(nullptr);
     if (json) {
-      nlohmann::json o{{"active", SlotJson(s->active)}, {"previous", SlotJson(s->previous)},
+      nlohmann::json o{{"active", StatusSlotJson(s->active)}, {"previous", StatusSlotJson(s->previous)},
                        {"job", job}, {"ratchet", s->ratchet}};
       std::cout << o.dump(2) << "\n";
       return 0;

@@ -38,7 +38,7 @@ std::string RandomId() {
 }
 
 
-json SlotJson(const std::optional<SlotView>& v) {
+json StateSlotJson(const std::optional<SlotView>& v) {
   if (!v) return nullptr;
   return {{"slot", v->record.slot}, {"digest", v->record.digest}, {"version", v->record.version},
           {"name", v->record.name}, {"status", ToString(v->record.status)}, {"running", v->running}};
@@ -334,8 +334,8 @@ class Daemon {
     auto free_bytes = core::DefaultEnv()->FreeBytes(dir_.root());
     json state{{"boot_id", boot_id_},
                {"applied_v", applied_.get()},
-               {"active", SlotJson(s->active)},
-               {"previous", SlotJson(s->previous)},
+               {"active", StateSlotJson(s->active)},
+               {"previous", StateSlotJson(s->previous)},
                {"job", {{"id", s->job.job_id}, {"phase", ToString(s->job.state)}, {"seq", s->job.seq},
                         {"error", ErrorJson(s->job.error)}}},
                {"ratchet", s->ratchet},

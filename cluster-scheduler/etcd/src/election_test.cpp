@@ -99,7 +99,7 @@ struct Candidate {
   }
 };
 
-std::unique_ptr<EtcdServer> StartEtcd() {
+std::unique_ptr<EtcdServer> StartElectionEtcd() {
   auto s = EtcdServer::Start();
   if (!s) FAIL(s.error().Message());
   return std::move(*s);
@@ -236,7 +236,7 @@ TEST_CASE("election options are checked up front") {
 }
 
 TEST_CASE("two candidates elect exactly one leader and a resignation hands over within a second") {
-  auto etcd = StartEtcd();
+  auto etcd = StartElectionEtcd();
   World w;
   Candidate ca(w, "http://master-a:5050"), cb(w, "http://master-b:5050");
   const auto t0 = SteadyClock::now();
@@ -286,7 +286,7 @@ TEST_CASE("two candidates elect exactly one leader and a resignation hands over 
 }
 
 TEST_CASE("a leader destroyed without resigning is replaced after its lease expires") {
-  auto etcd = StartEtcd();
+  auto etcd = StartElectionEtcd();
   World w;
   Candidate ca(w, "http://master-a:5050"), cb(w, "http://master-b:5050");
   auto a = Campaign(etcd->endpoint(), ca);
@@ -307,7 +307,7 @@ TEST_CASE("a leader destroyed without resigning is replaced after its lease expi
 }
 
 TEST_CASE("a leader cut off from etcd demotes itself before its successor is elected, and its writes are fenced") {
-  auto etcd = StartEtcd();
+  auto etcd = StartElectionEtcd();
   FreezableProxy proxy(etcd->client_port());
   World w;
   Candidate ca(w, "http://master-a:5050"), cb(w, "http://master-b:5050");
@@ -362,7 +362,7 @@ TEST_CASE("a leader cut off from etcd demotes itself before its successor is ele
 TEST_CASE("a leader whose lease vanished behind its back has its writes refused and steps down at once") {
   // What a leader frozen past its TTL (SIGSTOP, a VM pause) sees on resuming: it still believes it leads, but etcd
   // has ended its lease. Revoking the lease from outside produces exactly that state without freezing anything.
-  auto etcd = StartEtcd();
+  auto etcd = StartElectionEtcd();
   World w;
   Candidate ca(w, "http://master-a:5050"), cb(w, "http://master-b:5050");
   auto a = Campaign(etcd->endpoint(), ca);
@@ -400,7 +400,7 @@ TEST_CASE("a leader whose lease vanished behind its back has its writes refused 
 }
 
 TEST_CASE("when etcd dies the leader demotes itself within the TTL, and the election recovers after a restart") {
-  auto etcd = StartEtcd();
+  auto etcd = StartElectionEtcd();
   World w;
   Candidate ca(w, "http://master-a:5050"), cb(w, "http://master-b:5050");
   auto a = Campaign(etcd->endpoint(), ca);
@@ -441,7 +441,7 @@ TEST_CASE("when etcd dies the leader demotes itself within the TTL, and the elec
 }
 
 TEST_CASE("destroying a follower or a stopped election returns promptly") {
-  auto etcd = StartEtcd();
+  auto etcd = StartElectionEtcd();
   World w;
   Candidate ca(w, "http://a"), cb(w, "http://b");
   auto a = Campaign(etcd->endpoint(), ca);

@@ -16,7 +16,7 @@ extern char** environ;
 namespace tug::core {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
 // Builds envp from our environment plus overrides.
 std::vector<std::string> MakeEnv(const std::map<std::string, std::string>& extra) {
@@ -106,13 +106,13 @@ Result<RunResult> Run(const std::vector<std::string>& argv, const RunOptions& op
   if (file_fd >= 0) ::close(file_fd);
 
   RunResult res;
-  const auto deadline = Clock::now() + opts.timeout;
+  const auto deadline = SteadyClock::now() + opts.timeout;
   size_t in_off = 0;
   int in_fd = in_pipe[1];
   if (in_fd >= 0) ::fcntl(in_fd, F_SETFL, O_NONBLOCK);
   int out_fd = out_pipe[0], err_fd = err_pipe[0];
   while (out_fd >= 0 || err_fd >= 0 || in_fd >= 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now()).count();
     if (left <= 0) {
       res.timed_out = true;
       ::kill(pid, SIGKILL);
@@ -159,7 +159,7 @@ Result<RunResult> Run(const std::vector<std::string>& argv, const RunOptions& op
     pid_t w = ::waitpid(pid, &status, res.timed_out ? 0 : WNOHANG);
     if (w == pid) break;
     if (w < 0 && errno != EINTR) return ErrnoError(errno, "waitpid");
-    if (Clock::now() > deadline) {
+    if (SteadyClock::now() > deadline) {
       res.timed_out = true;
       ::kill(pid, SIGKILL);
       continue;
@@ -215,7 +215,7 @@ void Process::Kill(int sig) {
 
 std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
   if (pid_ <= 0) return 0;
-  auto deadline = Clock::now() + timeout;
+  auto deadline = SteadyClock::now() + timeout;
   for (;;) {
     int status = 0;
     pid_t w = ::waitpid(pid_, &status, WNOHANG);
@@ -227,7 +227,7 @@ std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
       pid_ = -1;
       return -1;
     }
-    if (Clock::now() >= deadline) return std::nullopt;
+    if (SteadyClock::now() >= deadline) return std::nullopt;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }

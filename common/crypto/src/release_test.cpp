@@ -9,7 +9,7 @@ using namespace tug::crypto;
 using std::chrono::hours;
 
 namespace {
-const core::TimePoint kNow = core::ParseRfc3339("2026-11-22T10:00:00Z").value();
+const core::TimePoint kReleaseNow = core::ParseRfc3339("2026-11-22T10:00:00Z").value();
 const std::string kDigest = "sha256:" + std::string(64, 'b');
 
 Release SampleRelease() {
@@ -19,15 +19,15 @@ Release SampleRelease() {
   r.platforms = {{"linux/arm64/v8", "sha256:" + std::string(64, 'c')}};
   r.version = 42;
   r.name = "sensor 2.0.1";
-  r.issued_at = kNow;
-  r.expires_at = kNow + hours(24 * 30);
+  r.issued_at = kReleaseNow;
+  r.expires_at = kReleaseNow + hours(24 * 30);
   return r;
 }
 
 TrustRoot RootOf(const std::vector<KeyPair>& ks, int threshold) {
   TrustRoot root;
   root.version = 1;
-  root.expires = kNow + hours(24 * 365);
+  root.expires = kReleaseNow + hours(24 * 365);
   root.threshold = threshold;
   for (const auto& k : ks) root.keys.emplace(KeyId(k.public_key), k.public_key);
   return root;
@@ -84,7 +84,7 @@ TEST_CASE("Release payload parsing rejects missing fields, bad digests and negat
 TEST_CASE("A release signed by a trusted key verifies and keeps the envelope as given") {
   KeyPair k = GenerateKeyPair();
   const std::string json = SignRelease(SampleRelease(), {k});
-  auto v = VerifyRelease(json, RootOf({k}, 1), PolicyAt(kNow));
+  auto v = VerifyRelease(json, RootOf({k}, 1), PolicyAt(kReleaseNow));
   REQUIRE(v);
   CHECK(v->release.version == 42);
   CHECK(v->release.repository == "127.0.0.1:5000/acme/sensor");
@@ -94,7 +94,7 @@ TEST_CASE("A release signed by a trusted key verifies and keeps the envelope as 
 TEST_CASE("A release signed by an untrusted key is rejected") {
   KeyPair trusted = GenerateKeyPair();
   KeyPair other = GenerateKeyPair();
-  auto v = VerifyRelease(SignRelease(SampleRelease(), {other}), RootOf({trusted}, 1), PolicyAt(kNow));
+  auto v = VerifyRelease(SignRelease(SampleRelease(), {other}), RootOf({trusted}, 1), PolicyAt(kReleaseNow));
   REQUIRE_FALSE(v);
   CHECK(v.error().Is(Errc::kSignature));
   CHECK(v.error().context.rfind("release signed by 0 trusted key(s), 1 required", 0) == 0);
@@ -103,16 +103,16 @@ TEST_CASE("A release signed by an untrusted key is rejected") {
 TEST_CASE("A release below a 2-of-3 threshold is rejected with how many signed") {
   std::vector<KeyPair> ks = {GenerateKeyPair(), GenerateKeyPair(), GenerateKeyPair()};
   TrustRoot root = RootOf(ks, 2);
-  auto one = VerifyRelease(SignRelease(SampleRelease(), {ks[1]}), root, PolicyAt(kNow));
+  auto one = VerifyRelease(SignRelease(SampleRelease(), {ks[1]}), root, PolicyAt(kReleaseNow));
   REQUIRE_FALSE(one);
   CHECK(one.error().Is(Errc::kSignature));
   CHECK(one.error().context.rfind("release signed by 1 trusted key(s), 2 required", 0) == 0);
-  CHECK(VerifyRelease(SignRelease(SampleRelease(), {ks[0], ks[2]}), root, PolicyAt(kNow)));
+  CHECK(VerifyRelease(SignRelease(SampleRelease(), {ks[0], ks[2]}), root, PolicyAt(kReleaseNow)));
 }
 
 TEST_CASE("An expired release is rejected") {
   KeyPair k = GenerateKeyPair();
-  auto v = VerifyRelease(SignRelease(SampleRelease(), {k}), RootOf({k}, 1), PolicyAt(kNow + hours(24 * 31)));
+  auto v = VerifyRelease(SignRelease(SampleRelease(), {k}), RootOf({k}, 1), PolicyAt(kReleaseNow + hours(24 * 31)));
   REQUIRE_FALSE(v);
   CHECK(v.error().Is(Errc::kExpired));
   CHECK(v.error().context.rfind("release expired at 2026-12-22T10:00:00Z", 0) == 0);
@@ -120,7 +120,7 @@ TEST_CASE("An expired release is rejected") {
 
 TEST_CASE("A release for another repository is rejected") {
   KeyPair k = GenerateKeyPair();
-  ReleasePolicy policy = PolicyAt(kNow);
+  ReleasePolicy policy = PolicyAt(kReleaseNow);
   policy.expected_repository = "127.0.0.1:5000/acme/other";
   auto v = VerifyRelease(SignRelease(SampleRelease(), {k}), RootOf({k}, 1), policy);
   REQUIRE_FALSE(v);
@@ -133,7 +133,7 @@ TEST_CASE("A release whose version is not above the ratchet is rejected") {
   KeyPair k = GenerateKeyPair();
   Release r = SampleRelease();
   r.version = 3;
-  ReleasePolicy policy = PolicyAt(kNow);
+  ReleasePolicy policy = PolicyAt(kReleaseNow);
   policy.ratchet = 5;
   auto v = VerifyRelease(SignRelease(r, {k}), RootOf({k}, 1), policy);
   REQUIRE_FALSE(v);
@@ -150,7 +150,7 @@ TEST_CASE("A release with a tampered payload is rejected") {
   auto env = Envelope::Parse(SignRelease(SampleRelease(), {k}));
   REQUIRE(env);
   env->payload.replace(env->payload.find("\"version\":42"), 12, "\"version\":99");
-  auto v = VerifyRelease(env->ToJson(), RootOf({k}, 1), PolicyAt(kNow));
+  auto v = VerifyRelease(env->ToJson(), RootOf({k}, 1), PolicyAt(kReleaseNow));
   REQUIRE_FALSE(v);
   CHECK(v.error().Is(Errc::kSignature));
 }
@@ -161,7 +161,7 @@ TEST_CASE("A release is verified over its payload bytes, not a re-serialisation"
   const std::string payload = R"({ "version": 7, "repository": "r/x", "digest": ")" + kDigest +
                               R"(", "issued_at": "2026-11-22T10:00:00Z", "expires_at": "2026-12-01T00:00:00Z" })";
   Envelope env = SignEnvelope(kReleasePayloadType, payload, {k});
-  auto v = VerifyRelease(env.ToJson(), RootOf({k}, 1), PolicyAt(kNow));
+  auto v = VerifyRelease(env.ToJson(), RootOf({k}, 1), PolicyAt(kReleaseNow));
   REQUIRE(v);
   CHECK(v->release.version == 7);
 }
@@ -169,7 +169,7 @@ TEST_CASE("A release is verified over its payload bytes, not a re-serialisation"
 TEST_CASE("A release with the wrong payload type is rejected even when well signed") {
   KeyPair k = GenerateKeyPair();
   Envelope env = SignEnvelope("application/vnd.tugboat.root.v1+json", SerializeReleasePayload(SampleRelease()), {k});
-  auto v = VerifyRelease(env.ToJson(), RootOf({k}, 1), PolicyAt(kNow));
+  auto v = VerifyRelease(env.ToJson(), RootOf({k}, 1), PolicyAt(kReleaseNow));
   REQUIRE_FALSE(v);
   CHECK(v.error().Is(Errc::kInvalidArgument));
   CHECK(v.error().context.find("payloadType") != std::string::npos);
@@ -177,5 +177,5 @@ TEST_CASE("A release with the wrong payload type is rejected even when well sign
 
 TEST_CASE("A release envelope that is not JSON is rejected as invalid") {
   KeyPair k = GenerateKeyPair();
-  CHECK(VerifyRelease("{{", RootOf({k}, 1), PolicyAt(kNow)).error().Is(Errc::kInvalidArgument));
+  CHECK(VerifyRelease("{{", RootOf({k}, 1), PolicyAt(kReleaseNow)).error().Is(Errc::kInvalidArgument));
 }

@@ -34,7 +34,7 @@ std::string ReleaseLine(const Json& r) {
   return "v" + Num(r, "version") + "  " + Str(r, "name") + "  " + Str(r, "digest");
 }
 
-void RenderList(const Io& io, const Json& j) {
+void RenderDeviceList(const Io& io, const Json& j) {
   Table t({"ID", "ONLINE", "LAST SEEN", "VERSION", "JOB", "ARCH", "LABELS"});
   const Json devices = j.value("devices", Json::array());
   for (const Json& d : devices) {
@@ -70,7 +70,7 @@ std::string NextPageCommand(const ListFlags& f, const std::string& next_after) {
 }
 
 void RenderPage(const Io& io, const Json& j, const ListFlags& f) {
-  RenderList(io, j);
+  RenderDeviceList(io, j);
   const std::string next = Str(j, "next_after", "");
   if (!next.empty()) io.out << "\nmore devices: " << NextPageCommand(f, next) << "\n";
 }

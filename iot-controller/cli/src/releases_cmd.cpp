@@ -17,7 +17,7 @@ void RenderRelease(const Io& io, const Json& r) {
   t.Print(io.out);
 }
 
-void RenderList(const Io& io, const Json& j) {
+void RenderReleaseList(const Io& io, const Json& j) {
   Table t({"VERSION", "NAME", "REPOSITORY", "DIGEST", "EXPIRES"});
   const Json releases = j.value("releases", Json::array());
   for (const Json& r : releases)
@@ -55,7 +55,7 @@ void AddReleasesCommands(CLI::App& app, Context& ctx) {
   list->footer("Example:\n  tug releases list");
   list->callback([&ctx] {
     ctx.action = [&ctx] {
-      return CallAndRender(ctx, "GET", "/releases", "", [&ctx](const Json& j) { RenderList(ctx.io, j); });
+      return CallAndRender(ctx, "GET", "/releases", "", [&ctx](const Json& j) { RenderReleaseList(ctx.io, j); });
     };
   });
 

@@ -148,7 +148,7 @@ void RenderGet(const Io& io, const Json& r, const GetFlags& f) {
   if (!next.empty()) io.out << "\nmore devices: " << NextPageCommand(f, next) << "\n";
 }
 
-void RenderList(const Io& io, const Json& j) {
+void RenderRolloutList(const Io& io, const Json& j) {
   Table t({"ID", "STATE", "RELEASE", "CREATED", "OK", "FAILED", "UNREACHED", "IN PROGRESS", "PENDING"});
   const Json rollouts = j.value("rollouts", Json::array());
   for (const Json& r : rollouts) {
@@ -302,7 +302,7 @@ void AddRolloutCommands(CLI::App& app, Context& ctx) {
   list->footer("Example:\n  tug rollout list");
   list->callback([&ctx] {
     ctx.action = [&ctx] {
-      return CallAndRender(ctx, "GET", "/rollouts", "", [&ctx](const Json& j) { RenderList(ctx.io, j); });
+      return CallAndRender(ctx, "GET", "/rollouts", "", [&ctx](const Json& j) { RenderRolloutList(ctx.io, j); });
     };
   });
 

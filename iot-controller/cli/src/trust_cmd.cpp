@@ -18,7 +18,7 @@ struct InitFlags {
   std::string out;
 };
 
-struct VerifyFlags {
+struct TrustVerifyFlags {
   std::string root;
   std::string current;
 };
@@ -81,7 +81,7 @@ Status TrustInit(const Io& io, const InitFlags& f) {
   return {};
 }
 
-Status TrustVerify(const Io& io, const VerifyFlags& f) {
+Status TrustVerify(const Io& io, const TrustVerifyFlags& f) {
   TUG_ASSIGN_OR_RETURN(std::string text, ReadInput(io, f.root));
   const core::TimePoint now = io.clock.Now();
   Result<crypto::TrustRoot> root;
@@ -138,7 +138,7 @@ void AddTrustCommands(CLI::App& app, Context& ctx) {
       "  tug trust init --key new.pub --threshold 1 --version 2 --sign-key old --sign-key new --out root-v2.json");
   cmd->callback([&ctx, init] { ctx.action = [&ctx, init] { return TrustInit(ctx.io, *init); }; });
 
-  auto verify = std::make_shared<VerifyFlags>();
+  auto verify = std::make_shared<TrustVerifyFlags>();
   CLI::App* vcmd = trust->add_subcommand("verify", "Check a trust root (self-signed, not expired), or a rotation.");
   vcmd->add_option("root", verify->root, "Root file to check ('-' for stdin)")->required()->type_name("root.json");
   vcmd->add_option("--current", verify->current,
