@@ -28,19 +28,6 @@ std::vector<std::string> Split(const std::string& p) {
   return out;
 }
 
-std::vector<std::string> ListDir(const std::string& dir) {
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      std::string n = e->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    ::closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 Status CopyFile(const std::string& src, const std::string& dst, const struct stat& st) {
   int in = ::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (in < 0) return ErrnoError(errno, "open " + src);
@@ -99,7 +86,9 @@ Status CopyRec(const std::string& src, const std::string& dst, const std::string
     if (!dst_exists || !S_ISDIR(dst_st.st_mode)) {
       if (::mkdir(dst.c_str(), 0755) != 0) return ErrnoError(errno, "mkdir " + dst);
     }
-    for (const auto& n : ListDir(src)) {
+    // core's ListDir: sorted, and a listing cut short by a readdir error is an error, not a smaller directory.
+    TUG_ASSIGN_OR_RETURN(auto names, core::DefaultEnv()->ListDir(src));
+    for (const auto& n : names) {
       TUG_TRY(CopyRec(src + "/" + n, dst + "/" + n, rel.empty() ? n : rel + "/" + n, opts));
     }
     return Finish(dst, st, opts);
@@ -131,7 +120,8 @@ Status HashRec(const std::string& path, const std::string& rel, crypto::Sha256& 
   if (skip && !rel.empty() && skip(rel, S_ISDIR(st.st_mode))) return {};
   h.Update(rel + "\n" + std::to_string(st.st_mode) + "\n");
   if (S_ISDIR(st.st_mode)) {
-    for (const auto& n : ListDir(path)) TUG_TRY(HashRec(path + "/" + n, rel.empty() ? n : rel + "/" + n, h, skip));
+    TUG_ASSIGN_OR_RETURN(auto names, core::DefaultEnv()->ListDir(path));
+    for (const auto& n : names) TUG_TRY(HashRec(path + "/" + n, rel.empty() ? n : rel + "/" + n, h, skip));
   } else if (S_ISLNK(st.st_mode)) {
     std::string target(4096, '\0');
     ssize_t n = ::readlink(path.c_str(), target.data(), target.size());

@@ -41,11 +41,17 @@ Status Walk(int dirfd, const std::string& rel, Snapshot* out) {
     return ErrnoError(errno, "opendir " + rel);
   }
   std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) {
+  // NULL from readdir is the end or an error; only errno tells (a listing cut short would drop files from a layer).
+  while (true) {
+    errno = 0;
+    dirent* e = ::readdir(d);
+    if (e == nullptr) break;
     std::string n = e->d_name;
     if (n != "." && n != "..") names.push_back(n);
   }
+  const int read_err = errno;
   ::closedir(d);
+  if (read_err != 0) return ErrnoError(read_err, "listing " + rel);
   for (const auto& n : names) {
     const std::string path = rel.empty() ? n : rel + "/" + n;
     struct stat st;

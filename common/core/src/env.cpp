@@ -14,6 +14,10 @@
 namespace tug::core {
 namespace {
 
+// 32-bit builds need -D_FILE_OFFSET_BITS=64 (CMakeLists.txt): with a 32-bit off_t/ino_t, stat, truncate and readdir
+// fail (EOVERFLOW) or truncate on files over 2 GiB and on large inode numbers or directory cookies.
+static_assert(sizeof(off_t) == 8 && sizeof(ino_t) == 8, "build with -D_FILE_OFFSET_BITS=64");
+
 class PosixWritableFile : public WritableFile {
  public:
   PosixWritableFile(std::string path, int fd, uint64_t size) : path_(std::move(path)), fd_(fd), size_(size) {}
@@ -154,11 +158,18 @@ class PosixEnv : public Env {
       return ErrnoError(errno, "listing " + path);
     }
     std::vector<std::string> names;
-    while (auto* e = ::readdir(d)) {
+    // readdir returns NULL both at the end and on an error (EOVERFLOW, EIO): only errno tells them apart, and a
+    // listing cut short must not pass for the whole directory.
+    while (true) {
+      errno = 0;
+      auto* e = ::readdir(d);
+      if (e == nullptr) break;
       std::string n = e->d_name;
       if (n != "." && n != "..") names.push_back(std::move(n));
     }
+    const int err = errno;
     ::closedir(d);
+    if (err != 0) return ErrnoError(err, "listing " + path);
     std::sort(names.begin(), names.end());
     return names;
   }
