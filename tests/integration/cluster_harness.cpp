@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -93,6 +94,23 @@ std::string Cmdline(pid_t pid) {
   return s;
 }
 
+// Every thread of `pid` is in state T (stopped), per /proc/PID/task/*/stat.
+bool AllThreadsStopped(pid_t pid) {
+  std::error_code ec;
+  std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/task", ec);
+  if (ec) return true;  // gone: nothing left to run
+  for (const auto& entry : it) {
+    std::ifstream in(entry.path() / "stat");
+    std::string stat;
+    std::getline(in, stat);
+    // "tid (comm) S ...": the state follows the last ')' (comm may contain anything).
+    size_t close = stat.rfind(')');
+    if (close == std::string::npos || close + 2 >= stat.size()) continue;
+    if (stat[close + 2] != 'T' && stat[close + 2] != 't') return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 uint32_t FreePortRange(uint32_t n) {
@@ -138,6 +156,8 @@ LocalCluster::LocalCluster(Options opts) : opts_(std::move(opts)), dir_("tug-clu
 LocalCluster::~LocalCluster() {
   // Frameworks are the test's; here: nodes with their tasks, then masters, then etcd (destructor).
   for (size_t i = 0; i < nodes_.size(); ++i) KillNodeMachine(i);
+  // A frozen master would hold its SIGTERM pending until the SIGKILL: continue it first (harmless otherwise).
+  for (auto& m : masters_) m.proc.Kill(SIGCONT);
   for (auto& m : masters_) m.proc.Stop(3s);
 }
 
@@ -157,7 +177,8 @@ void LocalCluster::StartMaster(size_t i) {
   Master& m = masters_[i];
   auto p = core::Spawn({BuildPath("cluster-scheduler/master/cluster-master"), "--listen",
                         "127.0.0.1:" + std::to_string(m.port), "--etcd", etcd_->endpoint(), "--lease-ttl", "2",
-                        "--heartbeat-interval", "0.5", "--agent-ping-timeout", "2", "--agent-removal-timeout", "4",
+                        "--heartbeat-interval", "0.5", "--agent-ping-timeout", "2", "--agent-removal-timeout",
+                        std::to_string(opts_.agent_removal_timeout_s),
                         "--role-weight", "services=1", "--role-weight", "batch=1"},
                        m.log);
   if (!p) throw std::runtime_error("starting cluster-master: " + p.error().Message());
@@ -217,6 +238,15 @@ json LocalCluster::NodeTasks(size_t i) {
   auto r = HttpCall("GET", "http://127.0.0.1:" + std::to_string(nodes_[i].api_port) + "/api/v1/tasks");
   return r.status == 200 ? r.Json() : json();
 }
+
+void LocalCluster::FreezeMaster(size_t i) {
+  masters_[i].proc.Kill(SIGSTOP);
+  // kill() returns before the group stop has reached every thread; until then the master may still act.
+  const pid_t pid = masters_[i].proc.pid();
+  if (pid > 0) testsupport::WaitFor([pid] { return AllThreadsStopped(pid); }, 2s);
+}
+
+void LocalCluster::ThawMaster(size_t i) { masters_[i].proc.Kill(SIGCONT); }
 
 void LocalCluster::KillNodeAgent(size_t i) {
   if (nodes_[i].proc.pid() > 0) {

@@ -50,6 +50,9 @@ class LocalCluster {
     int nodes = 3;
     std::string node_resources = "cpus:4;mem:4096";  // ports are added per node
     uint32_t ports_per_node = 40;
+    // The masters' --agent-removal-timeout: how long a new leader waits for a node to re-register before it removes
+    // the node and reports its tasks LOST. Short by default so a lost node's tasks are rescheduled quickly.
+    int agent_removal_timeout_s = 4;
   };
 
   // Starts etcd, the masters and the nodes; waits for a leader and for every node to be registered.
@@ -75,6 +78,14 @@ class LocalCluster {
   int ConnectedNodes();
   // The node's own view of its tasks (GET /api/v1/tasks).
   nlohmann::json NodeTasks(size_t i);
+  // The etcd client URL, for tests that look at what the masters wrote.
+  std::string etcd_endpoint() const { return etcd_->endpoint(); }
+  // SIGSTOP to a master, as in a long GC pause, a VM stall or swapping: it keeps its sockets (the kernel still
+  // accepts connections and buffers requests) but runs nothing, not even its lease watchdog. Returns once every
+  // thread of it is stopped (bounded: 2 s). The destructor continues frozen masters before stopping them.
+  void FreezeMaster(size_t i);
+  // SIGCONT: the master resumes exactly where it stopped.
+  void ThawMaster(size_t i);
   // Kills the node process with SIGKILL (its tasks live on, supervised).
   void KillNodeAgent(size_t i);
   // Kills the node process and every process of its tasks: the machine is gone.

@@ -91,7 +91,9 @@ struct LeaderElection::Impl {
 
   void Extend(int64_t lease, SteadyClock::time_point lease_valid_until) {
     std::lock_guard<std::mutex> l(mu);
-    if (!leader || term.lease != lease) return;
+    // An overdue term is not revived: its owner may have stepped down on IsLeaderNow() already, and only a new
+    // on_elected (after the watchdog's on_demoted) would tell it to lead again.
+    if (!leader || term.lease != lease || SteadyClock::now() >= demote_at) return;
     demote_at = std::max(demote_at, lease_valid_until - margin);
     cv.notify_all();
   }
@@ -291,6 +293,11 @@ LeaderElection::~LeaderElection() {
 bool LeaderElection::IsLeader() const {
   std::lock_guard<std::mutex> l(impl_->mu);
   return impl_->leader;
+}
+
+bool LeaderElection::IsLeaderNow() const {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  return impl_->leader && SteadyClock::now() < impl_->demote_at;
 }
 
 std::optional<LeaderTerm> LeaderElection::Term() const {

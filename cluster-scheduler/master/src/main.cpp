@@ -121,6 +121,8 @@ int main(int argc, char** argv) {
     etcd_store = std::make_unique<EtcdStateStore>(*etcd_client);
     store = etcd_store.get();
   }
+  // Read on the io thread; the election exists before the master can lead through it.
+  opts.still_leader = [&] { return !election || election->IsLeaderNow(); };
   master = std::make_unique<Master>(io, opts, *store);
 
   std::atomic<bool> stopping{false};
@@ -151,15 +153,17 @@ int main(int argc, char** argv) {
     election = std::move(*e);
     etcd_store->set_election(election.get());
     // Followers learn who leads (for their 307s) by reading the key; blocking etcd reads stay off the io thread.
+    // Level-triggered (every round, to a follower that does not point at the leader), not only when the key changes:
+    // a leader that steps down after this thread already saw its successor (a master resumed from a freeze sees
+    // both at once; a refused write steps down on its own) ends with on_demoted's BecomeFollower(""), queued after
+    // the handler that carried the successor's URL, and would otherwise answer 503 instead of 307 for good.
     leader_watch = std::thread([&] {
-      std::string last;
       while (!stopping) {
         auto cur = election->CurrentLeader();
-        std::string leader = cur && *cur ? **cur : "";
-        if (cur && leader != last) {
-          last = leader;
+        if (cur) {
+          const std::string leader = *cur && **cur != advertise ? **cur : "";
           asio::post(io, [&, leader] {
-            if (!master->leading()) master->BecomeFollower(leader == advertise ? "" : leader);
+            if (!master->leading() && master->StateJson().value("leader", "") != leader) master->BecomeFollower(leader);
           });
         }
         for (int i = 0; i < 5 && !stopping; ++i) std::this_thread::sleep_for(100ms);

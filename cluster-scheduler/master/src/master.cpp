@@ -228,6 +228,17 @@ struct Master::Impl {
     return {};
   }
 
+  // Whether this master may still act as leader. `leading` only turns false when the io thread runs the demotion the
+  // election posts; a process resumed from a freeze first runs whatever its reactor has ready (requests the kernel
+  // buffered meanwhile, an overdue tick), so every entry point asks the election itself.
+  bool StillLeading() {
+    if (leading && opts.still_leader && !opts.still_leader()) {
+      spdlog::warn("master: the leader lease is past its deadline (was this process frozen?); stepping down before acting");
+      Follow("");
+    }
+    return leading;
+  }
+
   void Follow(const std::string& leader) {
     if (leading) spdlog::info("master: following (leader {})", leader.empty() ? "unknown" : leader);
     Reset();
@@ -257,7 +268,7 @@ struct Master::Impl {
   void ScheduleTick(uint64_t gen) {
     timer.expires_after(100ms);
     timer.async_wait([this, gen](boost::system::error_code ec) {
-      if (ec || gen != generation || !leading) return;
+      if (ec || gen != generation || !StillLeading()) return;
       Tick();
       if (gen == generation && leading) ScheduleTick(gen);
     });
@@ -1115,6 +1126,7 @@ struct Master::Impl {
   }
 
   http::Response Route(const http::Request& req) {
+    StillLeading();
     const std::string path = req.Path();
     if (path == "/healthz") {
       http::Response r;

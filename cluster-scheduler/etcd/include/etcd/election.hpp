@@ -95,6 +95,11 @@ class LeaderElection {
   // Whether this candidate currently acts as leader. Turns true just before on_elected runs and false just before
   // on_demoted runs (never later than the demotion deadline).
   bool IsLeader() const;
+  // IsLeader() and the demotion deadline not yet reached by the local clock. IsLeader() turns false when the
+  // watchdog runs; a process resumed from a freeze (SIGSTOP, VM pause) runs its other threads just as soon, and
+  // they may act before the watchdog did. This answers false on any thread as soon as the deadline is past. A term
+  // past its deadline is never extended: it ends (on_demoted) and a later keepalive elects anew (on_elected).
+  bool IsLeaderNow() const;
   // The current term while leader.
   std::optional<LeaderTerm> Term() const;
   // The value of the leader key as etcd has it now (nullopt: no leader at the moment), for followers to redirect

@@ -22,6 +22,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -44,6 +45,10 @@ struct MasterOptions {
   std::map<std::string, double> role_weights;  // DRF weights; absent roles weigh 1
   uint64_t allocator_seed = 0;                // 0 = random
   std::string store_prefix = "/tugboat/cluster/";
+  // Asked before the master acts as leader (each request, each tick); false: it steps down at once. Empty: always
+  // true. cluster-master asks the election's lease deadline: after a freeze the io thread may otherwise serve
+  // requests the kernel buffered meanwhile before the demotion posted by the election's watchdog reaches it.
+  std::function<bool()> still_leader;
 };
 
 class Master {
