@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <set>
 
@@ -180,13 +182,14 @@ std::string MasterLink::RegisterBody() const {
       .dump();
 }
 
-void MasterLink::Disconnect(uint64_t generation, const std::string& why) {
+void MasterLink::Disconnect(uint64_t generation, const std::string& why, bool expected) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!connected_ || generation != generation_) return;
   connected_ = false;
   stream_id_.clear();
   ++generation_;
   if (stopping_) spdlog::info("closed the event stream from {} (node stopping)", leader_);
+  else if (expected) spdlog::info("closed the event stream from {}: {}", leader_, why);
   else spdlog::warn("lost the master at {}: {}; registering again (tasks keep running)", leader_, why);
   leader_.clear();
 }
@@ -269,15 +272,30 @@ Status MasterLink::HandleEvent(const json& ev, const std::string& stream_id, con
   }
   if (type == "HEARTBEAT") return {};
   if (type == "SHUTDOWN") {
+    // The master removed this agent (it was unreachable past --agent-removal-timeout): its tasks were declared
+    // LOST and frameworks replaced them elsewhere, so ours would only duplicate work and hold ports. As Mesos does:
+    // kill them silently (no updates: the master no longer knows the old agent id), forget the id and come back as
+    // a new agent with nothing. The master answers a removed agent's REGISTER with SHUTDOWN as the first event.
     std::string message = ev.value("shutdown", json::object()).value("message", "");
-    spdlog::warn("the master removed this node ({}): killing every task and registering as a new agent", message);
-    runner_.ShutdownAll();
+    const size_t tasks = runner_.ActiveTaskInfos().size();
+    std::string old_id;
     {
+      // Off the stream first so the sender posts nothing more under the old id.
       std::lock_guard<std::mutex> lock(mu_);
+      old_id = agent_id_;
       agent_id_.clear();
+      if (connected_) {
+        connected_ = false;
+        stream_id_.clear();
+        leader_.clear();
+        ++generation_;
+      }
     }
+    runner_.ShutdownAll();
     PersistState();
-    return MakeError(Errc::kCancelled, "SHUTDOWN: " + message);
+    spdlog::warn("master {} removed this node (agent id {}): killed {} task(s), registering as a new node ({})", base,
+                 old_id.empty() ? "?" : old_id, tasks, message);
+    return MakeError(Errc::kCancelled, "SHUTDOWN from " + base + ": " + message);
   }
   spdlog::warn("ignoring unknown event type '{}' from the master", type);
   return {};
@@ -303,6 +321,7 @@ Status MasterLink::RegisterOnce(const std::string& first_base, bool* registered,
     uint64_t generation = 0;
     auto last_event = SteadyClock::now();
     Status dropped_by_event;
+    bool rearm = false;
     http::BodySink sink = [&](const http::ClientResponse& head, std::string_view chunk) -> Status {
       if (stream_id.empty()) stream_id = head.Header("Mesos-Stream-Id");
       TUG_ASSIGN_OR_RETURN(auto records, decoder.Feed(chunk));
@@ -313,7 +332,8 @@ Status MasterLink::RegisterOnce(const std::string& first_base, bool* registered,
         } catch (const std::exception& e) {
           return MakeError(Errc::kProtocol, std::string("event is not JSON: ") + e.what());
         }
-        if (generation == 0 && ev.value("type", "") != "REGISTERED")
+        const std::string type = ev.value("type", "");
+        if (generation == 0 && type != "REGISTERED" && type != "SHUTDOWN")
           return MakeError(Errc::kProtocol, "first event is " + ev.value("type", std::string("?")) + ", not REGISTERED");
         last_event = SteadyClock::now();
         if (auto st = HandleEvent(ev, stream_id, base, &generation); !st) {
@@ -321,6 +341,21 @@ Status MasterLink::RegisterOnce(const std::string& first_base, bool* registered,
           return st;
         }
         if (generation) *registered = true;
+        if (type == "REGISTERED") {
+          // The silence timer is the client's read timeout, armed before the interval was known (persisted from an
+          // earlier registration, else default_heartbeat_s). When REGISTERED teaches another interval, register
+          // again at once with a timer for it: once per change (it is persisted), and loss of this master is then
+          // detected after 3 of ITS intervals, not 3 of our guess (6 s on a fresh node against a 0.5 s master).
+          double learned;
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            learned = interval_s_;
+          }
+          if (std::abs(learned - interval) > 1e-6) {
+            rearm = true;
+            return MakeError(Errc::kCancelled, "heartbeat interval learnt: " + std::to_string(learned) + " s");
+          }
+        }
       }
       double iv;
       {
@@ -338,10 +373,22 @@ Status MasterLink::RegisterOnce(const std::string& first_base, bool* registered,
     auto res = client.Call("POST", url, body, {{"Content-Type", "application/json"}, {"Accept", "application/recordio"}},
                            &sink);
     if (!res) {
+      bool sender_gave_up = false;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        sender_gave_up = generation && dead_generation_ == generation;
+      }
+      if (rearm) {
+        Disconnect(generation, "registering again to arm the silence timer for the learnt heartbeat interval", true);
+        return MakeError(Errc::kCancelled, "re-arming the silence timer");
+      }
       if (generation)
         Disconnect(generation, res.error().Is(Errc::kTimeout) ? "no event for 3 heartbeat intervals"
                                : dropped_by_event ? res.error().Message() : dropped_by_event.error().context);
-      *rotate = !*registered && !res.error().Is(Errc::kProtocol);
+      // A master that went silent (a read timed out: frozen, partitioned) or stopped answering our heartbeats and
+      // updates is not asked again: the next master in the list leads by now or knows who does (307).
+      *rotate = (!*registered && !res.error().Is(Errc::kProtocol) && !res.error().Is(Errc::kCancelled)) ||
+                res.error().Is(Errc::kTimeout) || sender_gave_up;
       if (!dropped_by_event) return dropped_by_event;
       return tl::unexpected(res.error());
     }
@@ -385,10 +432,20 @@ void MasterLink::StreamLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
     }
-    if (registered) {
-      // We had a working stream: come back quickly (to the same master first; it may still lead).
+    // SHUTDOWN (register anew as a new agent) or a learnt heartbeat interval: register again right away.
+    if (!st && st.error().Is(Errc::kCancelled)) {
       backoff = opts_.backoff_min;
-      if (!st && st.error().Is(Errc::kCancelled)) continue;  // SHUTDOWN: register anew right away
+      continue;
+    }
+    if (registered) {
+      // We had a working stream: come back quickly; to the same master unless it went silent (it may still lead
+      // after a dropped connection, but a frozen one would hold us for another read timeout).
+      backoff = opts_.backoff_min;
+      if (rotate) {
+        ++index;
+        spdlog::warn("master {} stopped answering; looking for the leader at {}", base,
+                     opts_.masters[index % opts_.masters.size()]);
+      }
       SleepFor(Jitter(opts_.backoff_min));
       continue;
     }
@@ -410,9 +467,25 @@ void MasterLink::StreamLoop() {
 }
 
 void MasterLink::SenderLoop() {
-  http::ClientOptions co;
-  co.timeout = opts_.request_timeout;
-  http::Client client(co);
+  // Each HEARTBEAT/UPDATE wait (connect, write, read) is bounded by about one heartbeat interval (at least
+  // kMinCallTimeout, at most request_timeout): a frozen master accepts connections in its kernel but never answers,
+  // and a heartbeat stuck on it for request_timeout would hold every update and heartbeat behind it. The client is
+  // rebuilt when the interval (hence the bound) changes.
+  constexpr std::chrono::milliseconds kMinCallTimeout{500};
+  std::unique_ptr<http::Client> client;
+  std::chrono::milliseconds client_timeout{0};
+  auto call_timeout = [&](double interval) {
+    auto t = std::chrono::milliseconds(static_cast<int64_t>(interval * 1000));
+    return std::clamp(t, std::min(kMinCallTimeout, opts_.request_timeout), opts_.request_timeout);
+  };
+  // A call to the current master failed in transport (timed out, refused): it is not answering. The stream thread
+  // drops it at the latest when its read times out, then asks the next master instead of this one again.
+  auto gave_up = [&](uint64_t generation, const std::string& base, const std::string& what, const auto& e) {
+    spdlog::warn("{} to master {} failed: {}; it is not answering, looking for the leader once its stream drops",
+                 what, base, e.Message());
+    std::lock_guard<std::mutex> lock(mu_);
+    if (generation == generation_) dead_generation_ = generation;
+  };
   uint64_t last_generation = 0;
   auto next_heartbeat = SteadyClock::now();
   for (;;) {
@@ -433,6 +506,12 @@ void MasterLink::SenderLoop() {
       interval = interval_s_;
     }
     if (!connected) continue;
+    if (!client || client_timeout != call_timeout(interval)) {
+      client_timeout = call_timeout(interval);
+      http::ClientOptions co;
+      co.timeout = client_timeout;
+      client = std::make_unique<http::Client>(co);
+    }
     const auto now = SteadyClock::now();
     const auto every = std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(interval));
     if (generation != last_generation) {
@@ -441,9 +520,12 @@ void MasterLink::SenderLoop() {
     }
     if (now >= next_heartbeat) {
       next_heartbeat = now + every;
-      auto r = PostToLeader(client, base, stream_id, json{{"type", "HEARTBEAT"}, {"agent_id", IdJson(agent_id)}});
+      auto r = PostToLeader(*client, base, stream_id, json{{"type", "HEARTBEAT"}, {"agent_id", IdJson(agent_id)}});
       if (r && (*r == 400 || *r == 409)) RequestReconnect(generation, "HEARTBEAT answered " + std::to_string(*r));
-      else if (!r) spdlog::warn("heartbeat to {}: {}", base, r.error().Message());
+      else if (!r) {
+        gave_up(generation, base, "HEARTBEAT", r.error());
+        continue;  // no updates to a master that does not answer: each would wait out the bound again
+      }
     }
 
     auto pending = runner_.Unacknowledged();
@@ -458,9 +540,9 @@ void MasterLink::SenderLoop() {
       }
       u.agent_id = agent_id;
       json body{{"type", "UPDATE"}, {"agent_id", IdJson(agent_id)}, {"update", {{"status", ToJson(u)}}}};
-      auto r = PostToLeader(client, base, stream_id, body);
+      auto r = PostToLeader(*client, base, stream_id, body);
       if (!r) {
-        spdlog::warn("update for {} to {}: {}", u.task_id, base, r.error().Message());
+        gave_up(generation, base, "UPDATE for task " + u.task_id, r.error());
         break;
       }
       if (*r == 400 || *r == 409) {

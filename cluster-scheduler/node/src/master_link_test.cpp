@@ -1,6 +1,8 @@
 // The agent protocol against small in-test masters built on http::Server: REGISTER and its event stream, LAUNCH,
 // updates with uuids and their re-sending, ACKNOWLEDGE, heartbeats both ways, heartbeat loss, stale stream ids,
-// 307 redirects and 503 "no leader", SHUTDOWN, a node restart keeping its agent id; and the node's own HTTP API.
+// 307 redirects and 503 "no leader", SHUTDOWN (also as the first event answering a removed agent), a frozen master
+// (bounded calls, the next master asked), the silence timer armed for the learnt interval, a node restart keeping its
+// agent id; and the node's own HTTP API.
 #include <utility>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -8,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <future>
 #include <mutex>
+#include <set>
 
 #include "http/client.hpp"
 #include "http/recordio.hpp"
@@ -46,6 +49,7 @@ class FakeMaster {
     });
   }
   ~FakeMaster() {
+    Thaw();
     stop_ = true;
     ticker_.join();
     std::promise<void> done;
@@ -74,6 +78,29 @@ class FakeMaster {
   void ForgetStream() {
     std::lock_guard<std::mutex> lock(mu_);
     stream_id_ = "forgotten";
+  }
+
+  // As cluster-master's RemoveAgent: the agent's stream ends and its next REGISTER is answered with SHUTDOWN.
+  void RemoveAgent(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    removed_.insert(id);
+    if (stream_) stream_->Close();
+  }
+  // As SIGSTOP: the server's thread stops (the kernel still accepts connections; nothing is read or answered,
+  // no event is written) until Thaw().
+  void Freeze() {
+    std::lock_guard<std::mutex> lock(freeze_mu_);
+    if (frozen_) return;
+    frozen_ = true;
+    auto gate = std::make_shared<std::promise<void>>();
+    thaw_ = gate;
+    boost::asio::post(io_, [gate] { gate->get_future().wait(); });
+  }
+  void Thaw() {
+    std::lock_guard<std::mutex> lock(freeze_mu_);
+    if (!frozen_) return;
+    frozen_ = false;
+    thaw_->set_value();
   }
 
   std::vector<json> registers() const {
@@ -123,6 +150,16 @@ class FakeMaster {
       stream_id_ = "stream-" + std::to_string(registers_.size());
       if (stream_) stream_->Close();
       stream_ = http::Server::MakeStream(io_);
+      if (removed_.count(id)) {
+        stream_->Write(http::RecordIoEncode(
+            json{{"type", "SHUTDOWN"}, {"shutdown", {{"message", "agent " + id + " was removed; register anew"}}}}
+                .dump()));
+        stream_->Close();
+        http::Response res;
+        res.content_type = "application/recordio";
+        res.stream = stream_;
+        return res;
+      }
       stream_->Write(http::RecordIoEncode(
           json{{"type", "REGISTERED"},
                {"registered", {{"agent_id", IdJson(id)}, {"heartbeat_interval_seconds", heartbeat_s}}}}
@@ -171,6 +208,10 @@ class FakeMaster {
   int heartbeats_ = 0;
   int refused_ = 0;
   int agents_ = 0;
+  std::set<std::string> removed_;
+  std::mutex freeze_mu_;
+  bool frozen_ = false;
+  std::shared_ptr<std::promise<void>> thaw_;
 };
 
 LinkOptions Link(const std::vector<std::string>& masters, const std::string& dir) {
@@ -345,6 +386,100 @@ TEST_CASE("SHUTDOWN from the master kills every task and the node registers anew
   REQUIRE(testsupport::WaitFor([&] { return runner->Unacknowledged().empty() && !runner->Get("doomed")->unacknowledged; },
                                10s));
   CHECK(runner->LatestStatuses().empty());
+}
+
+TEST_CASE("a removed node's re-registration is answered SHUTDOWN: tasks killed silently, back as a new agent") {
+  FakeMaster master;
+  testsupport::TempDir dir("tug-node");
+  auto runner = OpenRunner(dir.path());
+  MasterLink link(Link({master.url()}, dir.path()), *runner);
+  link.Start();
+  REQUIRE(testsupport::WaitFor([&] { return link.connected(); }, 10s));
+  master.Launch(ShellTask("old1", "exec sleep 1000"));
+  master.Launch(ShellTask("old2", "exec sleep 1000"));
+  REQUIRE(testsupport::WaitFor([&] { return HasState(master.UpdatesOf("old1"), TaskState::kRunning) &&
+                                            HasState(master.UpdatesOf("old2"), TaskState::kRunning); },
+                               15s));
+  const pid_t pid1 = runner->Get("old1")->pid, pid2 = runner->Get("old2")->pid;
+  // Updates stay unacknowledged: without the SHUTDOWN they would be re-sent every resend_interval (1 s).
+
+  master.RemoveAgent("agent-1");
+  REQUIRE(testsupport::WaitFor([&] { return link.connected() && link.agent_id() == "agent-2"; }, 10s));
+  const size_t updates_at_new = master.UpdatesOf("old1").size() + master.UpdatesOf("old2").size();
+  auto regs = master.registers();
+  REQUIRE(regs.size() == 3);  // the first, the removed agent's (answered SHUTDOWN), the new agent's
+  CHECK(regs[1]["register"]["agent_info"]["id"]["value"] == "agent-1");
+  auto fresh = regs[2]["register"];
+  CHECK_FALSE(fresh["agent_info"].contains("id"));
+  CHECK(fresh["tasks"].empty());
+  CHECK(fresh["task_infos"].empty());
+  CHECK(fresh["unacknowledged"].empty());
+  REQUIRE(testsupport::WaitFor([&] { return !Alive(pid1) && !Alive(pid2); }, 10s));
+  CHECK(runner->Unacknowledged().empty());
+  CHECK(Slurp(dir.path() + "/meta/agent.json").find("\"agent-2\"") != std::string::npos);
+  // Past two resend intervals: nothing more about the old tasks, under either agent id.
+  std::this_thread::sleep_for(2500ms);
+  CHECK(master.UpdatesOf("old1").size() + master.UpdatesOf("old2").size() == updates_at_new);
+  for (const auto& u : master.updates()) CHECK_FALSE((u.agent_id == "agent-2" && u.task_id.rfind("old", 0) == 0));
+  CHECK(master.registers().size() == 3);
+}
+
+TEST_CASE("a master that accepts connections but answers nothing is given up within bounds; the next one is used") {
+  FakeMaster a, b;
+  a.heartbeat_s = b.heartbeat_s = 1.0;
+  testsupport::TempDir dir("tug-node");
+  auto runner = OpenRunner(dir.path());
+  auto o = Link({a.url(), b.url()}, dir.path());
+  o.default_heartbeat_s = 1.0;
+  o.request_timeout = std::chrono::milliseconds(10000);  // the old per-call wait: it must not be what bounds a call
+  MasterLink link(o, *runner);
+  link.Start();
+  REQUIRE(testsupport::WaitFor([&] { return link.connected(); }, 10s));
+  REQUIRE(link.leader() == a.url());
+  a.Launch(ShellTask("w", "exec sleep 1000"));
+  REQUIRE(testsupport::WaitFor([&] { return HasState(a.UpdatesOf("w"), TaskState::kRunning); }, 15s));
+  for (const auto& u : a.UpdatesOf("w")) a.Ack(u);
+  REQUIRE(testsupport::WaitFor([&] { return runner->Unacknowledged().empty(); }, 5s));
+
+  // a freezes (its kernel still accepts; a heartbeat posted now waits for an answer that never comes). While
+  // frozen the task ends: its update must reach b soon after the node moved there, not after a 10 s heartbeat.
+  a.Freeze();
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(runner->Kill("w"));
+  // Stream silence is 3 x 1 s; then b (the next in the list), not a second wait on a.
+  REQUIRE(testsupport::WaitFor([&] { return link.connected() && link.leader() == b.url(); }, 8s));
+  const auto moved = std::chrono::steady_clock::now() - t0;
+  CHECK(moved < 4500ms);
+  REQUIRE(testsupport::WaitFor([&] { return HasState(b.UpdatesOf("w"), TaskState::kKilled); }, 8s));
+  const auto updated = std::chrono::steady_clock::now() - t0;
+  CHECK(updated < 5s);
+  CHECK(b.registers().at(0)["register"]["agent_info"]["id"]["value"] == "agent-1");
+  CHECK(link.agent_id() == "agent-1");
+}
+
+TEST_CASE("first connection of a fresh node: the heartbeat interval learnt from REGISTERED arms the silence timer") {
+  FakeMaster master;  // 0.3 s heartbeats
+  testsupport::TempDir dir("tug-node");
+  auto runner = OpenRunner(dir.path());
+  auto o = Link({master.url()}, dir.path());
+  o.default_heartbeat_s = 2;  // the production default (cluster-master's --heartbeat-interval default)
+  MasterLink link(o, *runner);
+  link.Start();
+  // REGISTERED says 0.3 s: the node registers again at once with a 0.9 s silence timer, as the same agent.
+  REQUIRE(testsupport::WaitFor([&] { return master.registers().size() >= 2 && link.connected(); }, 10s));
+  CHECK(master.registers().at(1)["register"]["agent_info"]["id"]["value"] == "agent-1");
+  CHECK(Slurp(dir.path() + "/meta/agent.json").find("0.3") != std::string::npos);
+  std::this_thread::sleep_for(1500ms);  // settled: heartbeats keep this stream, no more registrations
+  const size_t settled = master.registers().size();
+  CHECK(settled == 2);
+
+  master.Freeze();
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(testsupport::WaitFor([&] { return !link.connected(); }, 10s));
+  const auto lost = std::chrono::steady_clock::now() - t0;
+  CHECK(lost < 2s);  // 3 x 0.3 s (+ slack), not 3 x 2 s
+  master.Thaw();
+  REQUIRE(testsupport::WaitFor([&] { return link.connected(); }, 10s));
 }
 
 TEST_CASE("the node's HTTP API lists tasks with pids and ports and serves their logs") {

@@ -8,7 +8,12 @@
 // A non-leader answers 307 with Location (followed) or 503 "no leader" (the next master in the list is tried, with
 // jittered backoff between rounds). The stream is dropped and the node registers again when no event (heartbeats
 // included) arrives for 3 heartbeat intervals, when the stream ends, or when UPDATE/HEARTBEAT is refused with 400/409
-// (stale stream id). Registering again lists every non-terminal task and every unacknowledged update, and re-sends
+// (stale stream id); after a silent stream, or when UPDATE/HEARTBEAT to that master timed out (each call is bounded by
+// about one heartbeat interval), the next master in the list is asked instead of the same one. A REGISTERED with a
+// heartbeat interval other than the one the silence timer was armed for makes the node register again at once.
+// SHUTDOWN (the master removed this agent; also the first event answering a removed agent's REGISTER) kills every
+// task without updates, forgets the agent id and registers as a new agent.
+// Registering again lists every non-terminal task and every unacknowledged update, and re-sends
 // the unacknowledged updates in order per task; they are also re-sent every `resend_interval` until acknowledged.
 // While disconnected the tasks keep running and updates queue in the TaskRunner (checkpointed there).
 //
@@ -43,8 +48,11 @@ struct LinkOptions {
   std::chrono::milliseconds backoff_min{500};
   std::chrono::milliseconds backoff_max{5000};
   std::chrono::milliseconds resend_interval{std::chrono::seconds(10)};
-  std::chrono::milliseconds request_timeout{std::chrono::seconds(10)};  // UPDATE / HEARTBEAT
-  double default_heartbeat_s = 2;    // assumed before the first REGISTERED
+  // Upper bound of one UPDATE / HEARTBEAT wait; the bound used is about one heartbeat interval (at least 0.5 s).
+  std::chrono::milliseconds request_timeout{std::chrono::seconds(10)};
+  // Assumed before the first REGISTERED ever (cluster-master's --heartbeat-interval default); a REGISTERED with
+  // another interval makes the node register again at once with a silence timer for it (then it is persisted).
+  double default_heartbeat_s = 2;
 };
 
 class MasterLink {
@@ -77,7 +85,8 @@ class MasterLink {
   Status HandleEvent(const nlohmann::json& ev, const std::string& stream_id, const std::string& base,
                      uint64_t* generation);
   std::string RegisterBody() const;
-  void Disconnect(uint64_t generation, const std::string& why);
+  // `expected`: a planned re-registration (logged as info, not as a lost master).
+  void Disconnect(uint64_t generation, const std::string& why, bool expected = false);
   void RequestReconnect(uint64_t generation, const std::string& why);
   void SleepFor(std::chrono::milliseconds d);
   void PersistState();
@@ -95,6 +104,7 @@ class MasterLink {
   bool connected_ = false;
   uint64_t generation_ = 0;
   uint64_t reconnect_requested_gen_ = 0;  // the sender asks the stream thread to drop this generation
+  uint64_t dead_generation_ = 0;          // the sender's calls to this generation's master failed: rotate after it
   std::string stream_id_;
   std::string leader_;
   uint64_t registrations_ = 0;
