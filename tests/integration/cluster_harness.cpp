@@ -278,4 +278,43 @@ std::string LocalCluster::Diagnostics() const {
   return out;
 }
 
+BatchFramework::BatchFramework(LocalCluster& c, const std::string& name) {
+  const uint16_t port = testsupport::FreeLoopbackPort();
+  url = "http://127.0.0.1:" + std::to_string(port);
+  log = c.dir().Sub(name + ".log");
+  auto p = core::Spawn({BuildPath("cluster-scheduler/frameworks/batch/cluster-batch"), "--master", c.masters_csv(),
+                        "--listen", "127.0.0.1:" + std::to_string(port), "--state-dir", c.dir().Sub(name)},
+                       log);
+  if (!p) throw std::runtime_error("starting cluster-batch: " + p.error().Message());
+  proc = std::move(*p);
+  if (!testsupport::WaitFor([&] { return HttpCall("GET", url + "/healthz").status == 200; }, 10s))
+    throw std::runtime_error("cluster-batch did not answer /healthz within 10 s:\n" + c.LogTail(log, 4000));
+}
+
+BatchFramework::~BatchFramework() { proc.Stop(5s); }
+
+nlohmann::json BatchFramework::Job(const std::string& id) {
+  return HttpCall("GET", url + "/v1/jobs/" + id).Json();
+}
+
+bool BatchFramework::WaitState(const std::string& id, const std::string& state, std::chrono::seconds timeout) {
+  return testsupport::WaitFor([&] { return Job(id).value("state", "") == state; }, timeout);
+}
+
+std::map<std::string, int> TaskPids(LocalCluster& c, size_t node) {
+  std::map<std::string, int> out;
+  nlohmann::json tasks = c.NodeTasks(node);
+  const nlohmann::json list = tasks.is_array() ? tasks : tasks.value("tasks", nlohmann::json::array());
+  for (const auto& t : list)
+    if (t.value("state", "") == "TASK_RUNNING") out[t.value("task_id", t.value("id", ""))] = t.value("pid", 0);
+  return out;
+}
+
+std::map<std::string, int> AllTaskPids(LocalCluster& c) {
+  std::map<std::string, int> all;
+  for (size_t i = 0; i < c.node_count(); ++i)
+    for (auto& [k, v] : TaskPids(c, i)) all[k] = v;
+  return all;
+}
+
 }  // namespace tug::itest

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -105,5 +106,21 @@ class LocalCluster {
 
 // A free range of `n` consecutive loopback ports (each checked by binding), away from the ephemeral range.
 uint32_t FreePortRange(uint32_t n);
+
+// The batch framework (cluster-batch) subscribed to the cluster's masters, on a free loopback port, its state and
+// log in the cluster's dir. Throws std::runtime_error when it does not start answering /healthz within 10 s.
+struct BatchFramework {
+  core::Process proc;
+  std::string url, log;
+  BatchFramework(LocalCluster& c, const std::string& name);
+  ~BatchFramework();
+  nlohmann::json Job(const std::string& id);
+  bool WaitState(const std::string& id, const std::string& state, std::chrono::seconds timeout);
+};
+
+// pid of each TASK_RUNNING task, by task id, from node i's own API (what really runs, whatever a master believes).
+std::map<std::string, int> TaskPids(LocalCluster& c, size_t node);
+// The same over every node.
+std::map<std::string, int> AllTaskPids(LocalCluster& c);
 
 }  // namespace tug::itest

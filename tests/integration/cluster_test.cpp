@@ -21,43 +21,6 @@ using testsupport::WaitFor;
 
 namespace {
 
-struct Batch {
-  core::Process proc;
-  std::string url, log;
-  Batch(LocalCluster& c, const std::string& name) {
-    const uint16_t port = testsupport::FreeLoopbackPort();
-    url = "http://127.0.0.1:" + std::to_string(port);
-    log = c.dir().Sub(name + ".log");
-    auto p = core::Spawn({BuildPath("cluster-scheduler/frameworks/batch/cluster-batch"), "--master", c.masters_csv(),
-                          "--listen", "127.0.0.1:" + std::to_string(port), "--state-dir", c.dir().Sub(name)},
-                         log);
-    REQUIRE(p);
-    proc = std::move(*p);
-    REQUIRE(WaitFor([&] { return HttpCall("GET", url + "/healthz").status == 200; }, 10s));
-  }
-  json Job(const std::string& id) { return HttpCall("GET", url + "/v1/jobs/" + id).Json(); }
-  bool WaitState(const std::string& id, const std::string& state, std::chrono::seconds t) {
-    return WaitFor([&] { return Job(id).value("state", "") == state; }, t);
-  }
-};
-
-// pid of each RUNNING task on a node, by task id (the node's own API).
-std::map<std::string, int> TaskPids(LocalCluster& c, size_t node) {
-  std::map<std::string, int> out;
-  json tasks = c.NodeTasks(node);
-  const json list = tasks.is_array() ? tasks : tasks.value("tasks", json::array());
-  for (const auto& t : list)
-    if (t.value("state", "") == "TASK_RUNNING") out[t.value("task_id", t.value("id", ""))] = t.value("pid", 0);
-  return out;
-}
-
-std::map<std::string, int> AllTaskPids(LocalCluster& c) {
-  std::map<std::string, int> all;
-  for (size_t i = 0; i < c.node_count(); ++i)
-    for (auto& [k, v] : TaskPids(c, i)) all[k] = v;
-  return all;
-}
-
 int RunningInState(LocalCluster& c) {
   int n = 0;
   for (const auto& t : c.State().value("tasks", json::array())) n += t.value("state", "") == "TASK_RUNNING";
@@ -69,7 +32,7 @@ int RunningInState(LocalCluster& c) {
 TEST_CASE("cluster: jobs run on real nodes; killing the leader master or a node agent kills no task; a lost node's "
           "tasks are rescheduled") {
   LocalCluster cluster(LocalCluster::Options{});
-  Batch batch(cluster, "batch");
+  BatchFramework batch(cluster, "batch");
   // Logs as they are when a check fails.
   auto diag = [&] { return cluster.Diagnostics() + "--- batch\n" + cluster.LogTail(batch.log, 4000); };
 
@@ -344,7 +307,7 @@ TEST_CASE("cluster: a Java service behind HAProxy is rolled, scaled and shares t
   CHECK(HttpCall("GET", "http://127.0.0.1:" + std::to_string(gw) + "/").body.find("version 2") != std::string::npos);
 
   // Batch and services both want more than the cluster has (12 cpus): DRF lets both progress.
-  Batch batch(cluster, "batch");
+  BatchFramework batch(cluster, "batch");
   json tasks = json::array();
   for (int i = 0; i < 24; ++i) tasks.push_back({{"cmd", "sleep 3"}, {"cpus", 1}, {"mem", 64}});
   REQUIRE(HttpCall("POST", batch.url + "/v1/jobs", json{{"id", "crunch"}, {"tasks", tasks}}.dump()).status == 201);

@@ -32,27 +32,6 @@ namespace {
 // The masters' default --etcd-prefix.
 const std::string kPrefix = "/tugboat/cluster/";
 
-struct Batch {
-  core::Process proc;
-  std::string url, log;
-  Batch(LocalCluster& c, const std::string& name) {
-    const uint16_t port = testsupport::FreeLoopbackPort();
-    url = "http://127.0.0.1:" + std::to_string(port);
-    log = c.dir().Sub(name + ".log");
-    auto p = core::Spawn({BuildPath("cluster-scheduler/frameworks/batch/cluster-batch"), "--master", c.masters_csv(),
-                          "--listen", "127.0.0.1:" + std::to_string(port), "--state-dir", c.dir().Sub(name)},
-                         log);
-    REQUIRE(p);
-    proc = std::move(*p);
-    REQUIRE(WaitFor([&] { return HttpCall("GET", url + "/healthz").status == 200; }, 10s));
-  }
-  ~Batch() { proc.Stop(5s); }
-  json Job(const std::string& id) { return HttpCall("GET", url + "/v1/jobs/" + id).Json(); }
-  bool WaitState(const std::string& id, const std::string& state, std::chrono::seconds t) {
-    return WaitFor([&] { return Job(id).value("state", "") == state; }, t);
-  }
-};
-
 // A frozen master would keep a SIGTERM pending: whatever check fails, it is continued on the way out.
 struct ThawOnExit {
   LocalCluster& c;
@@ -83,18 +62,6 @@ std::map<std::string, std::string> TasksAt(const std::string& master) {
   std::map<std::string, std::string> out;
   for (const auto& t : StateAt(master).value("tasks", json::array())) out[t.value("id", "")] = t.value("state", "");
   return out;
-}
-
-// pid of each RUNNING task, by task id, from the nodes' own APIs (what really runs, whatever a master believes).
-std::map<std::string, int> AllTaskPids(LocalCluster& c) {
-  std::map<std::string, int> all;
-  for (size_t i = 0; i < c.node_count(); ++i) {
-    json tasks = c.NodeTasks(i);
-    const json list = tasks.is_array() ? tasks : tasks.value("tasks", json::array());
-    for (const auto& t : list)
-      if (t.value("state", "") == "TASK_RUNNING") all[t.value("task_id", t.value("id", ""))] = t.value("pid", 0);
-  }
-  return all;
 }
 
 // One gauge from a master's /metrics (-1 when absent or the master does not answer).
@@ -157,7 +124,7 @@ TEST_CASE("cluster: a leader master frozen (SIGSTOP) past its lease and resumed 
   // heartbeat intervals (learnt from REGISTERED before its silence timer is armed) and then asks the next master,
   // not the frozen one again, so it re-registers with the new leader well before it could be removed.
   LocalCluster cluster(LocalCluster::Options{});
-  Batch batch(cluster, "batch");
+  BatchFramework batch(cluster, "batch");
   etcd::ClientOptions eo;
   eo.endpoints = {cluster.etcd_endpoint()};
   auto etcd_client = etcd::Client::Create(eo);
