@@ -31,21 +31,32 @@ void RequireContainerHost() {
 
 std::string DebArch() { return oci::HostPlatform().architecture == "amd64" ? "amd64" : "arm64"; }
 
-}  // namespace
+// A real registry on loopback holding the busybox app image (fixtures::PushAppImage) for this host's architecture
+// at `repo_path`; the registry lives as long as this object.
+struct PushedImage {
+  std::unique_ptr<testsupport::RegistryServer> registry;
+  std::string image;  // host:port/repo_path, what a task's container.image names
+};
 
-TEST_CASE("a container task from a registry image runs with its command, env, limits and host ports, then is killed") {
-  RequireContainerHost();
+PushedImage PushHostAppImage(const std::string& repo_path) {
   auto reg = testsupport::RegistryServer::Start();
   REQUIRE(reg);
   registry::ClientOptions ro;
   ro.insecure_registries = {(*reg)->host_port()};
   registry::Client client(ro);
-  auto repo = registry::Reference::Parse((*reg)->host_port() + "/acme/web:1");
+  auto repo = registry::Reference::Parse((*reg)->host_port() + "/" + repo_path);
   REQUIRE(repo);
   fixtures::AppImageSpec spec;
   spec.archs = {DebArch()};
-  auto pushed = fixtures::PushAppImage(client, *repo, spec);
-  REQUIRE(pushed);
+  REQUIRE(fixtures::PushAppImage(client, *repo, spec));
+  return PushedImage{.registry = std::move(*reg), .image = repo->ToString()};
+}
+
+}  // namespace
+
+TEST_CASE("a container task from a registry image runs with its command, env, limits and host ports, then is killed") {
+  RequireContainerHost();
+  const PushedImage pushed = PushHostAppImage("acme/web:1");
 
   testsupport::TempDir dir("tug-node");
   auto runner = OpenRunner(dir.path());
@@ -55,7 +66,7 @@ TEST_CASE("a container task from a registry image runs with its command, env, li
                         "echo written-in-sandbox > $SANDBOX/marker; "
                         "exec /bin/busybox httpd -f -p $PORT0 -h /app",
                         {port});
-  task.container.image = repo->ToString();
+  task.container.image = pushed.image;
   task.resources = Resources::Make(0.5, 64) + Resources::Ports({port});
   HealthCheck hc;
   hc.type = HealthCheck::Type::kHttp;
@@ -97,7 +108,7 @@ TEST_CASE("a container task from a registry image runs with its command, env, li
 
   // A second task from the same image reuses the cached layers and runs the image's own entrypoint.
   auto again = ShellTask("web.c2", "", {});
-  again.container.image = repo->ToString();
+  again.container.image = pushed.image;
   REQUIRE(runner->Launch(again));
   REQUIRE(WaitState(*runner, "web.c2", TaskState::kRunning, 60s));
   CHECK(testsupport::WaitFor(
@@ -128,16 +139,7 @@ TEST_CASE("a container task whose image does not exist fails naming the referenc
 
 TEST_CASE("image GC keeps the layers of a running container task and removes them after its sandbox is collected") {
   RequireContainerHost();
-  auto reg = testsupport::RegistryServer::Start();
-  REQUIRE(reg);
-  registry::ClientOptions ro;
-  ro.insecure_registries = {(*reg)->host_port()};
-  registry::Client client(ro);
-  auto repo = registry::Reference::Parse((*reg)->host_port() + "/acme/gc:1");
-  REQUIRE(repo);
-  fixtures::AppImageSpec spec;
-  spec.archs = {DebArch()};
-  REQUIRE(fixtures::PushAppImage(client, *repo, spec));
+  const PushedImage pushed = PushHostAppImage("acme/gc:1");
 
   testsupport::TempDir dir("tug-node");
   auto* env = core::DefaultEnv();
@@ -158,7 +160,7 @@ TEST_CASE("image GC keeps the layers of a running container task and removes the
   REQUIRE(opened);
   auto& runner = **opened;
   auto task = ShellTask("gc.c1", "exec /bin/busybox sleep 1000");
-  task.container.image = repo->ToString();
+  task.container.image = pushed.image;
   REQUIRE(runner.Launch(task));
   REQUIRE(WaitState(runner, "gc.c1", TaskState::kRunning, 60s));
   REQUIRE(testsupport::WaitFor([&] { return !env->Exists(unused); }, 5s));
