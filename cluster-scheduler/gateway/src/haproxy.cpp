@@ -92,6 +92,20 @@ std::string AlertsSince(const std::string& log_path, off_t offset) {
 
 std::string Named(const std::string& service, const Backend& b) { return service + "/" + b.ToString(); }
 
+// HAProxy's check_status without the "* " it prefixes while a check is running.
+std::string_view CheckResult(std::string_view check) {
+  return check.rfind("* ", 0) == 0 ? check.substr(2) : check;
+}
+// A check has run and passed: L4OK (tcp connect), L6OK (ssl), L7OK, L7OKC (http).
+bool CheckPassed(std::string_view check) {
+  check = CheckResult(check);
+  return check == "L4OK" || check == "L6OK" || check == "L7OK" || check == "L7OKC";
+}
+bool CheckRan(std::string_view check) {
+  check = CheckResult(check);
+  return !check.empty() && check != "INI";
+}
+
 }  // namespace
 
 HaproxyGateway::HaproxyGateway(std::string work_dir, HaproxyOptions opts)
@@ -137,6 +151,9 @@ Result<std::unique_ptr<HaproxyGateway>> HaproxyGateway::Start(const std::string&
   TUG_TRY(g->CheckConfig(g->config_path_));
   g->state_ = std::move(state);
   TUG_TRY(g->Launch());
+  std::vector<std::string> services;
+  for (const auto& s : initial.services) services.push_back(s.name);
+  (void)g->AwaitFirstChecksLocked(services);  // Start reports through Slots(): a failing instance reads "DOWN"
   return g;
 }
 
@@ -286,6 +303,44 @@ Result<HaproxyGateway::Changes> HaproxyGateway::AddToSlots(const Changes& adds, 
   }
   if (!failed) return tl::unexpected(failed.error());
   return leftover;
+}
+
+std::vector<std::string> HaproxyGateway::AwaitFirstChecksLocked(const std::vector<std::string>& services) {
+  // HAProxy starts a configured server at the lowest "up" health ("UP 1/2", check_status INI) and schedules its
+  // first check somewhere within `inter`: until that check has run, "UP" only means "not checked yet".
+  struct Pending {
+    std::string service;
+    size_t slot;
+    bool ran = false, passed = false;
+  };
+  std::vector<Pending> pending;
+  for (const std::string& name : services) {
+    auto it = state_->services.find(name);
+    if (it == state_->services.end()) continue;
+    for (size_t i = 0; i < it->second.slots.size(); ++i)
+      if (it->second.slots[i]) pending.push_back({name, i});
+  }
+  size_t left = pending.size();
+  const auto deadline = Clock::now() + opts_.ready_timeout;
+  while (left > 0) {
+    auto text = RuntimeLocked("show stat", opts_.command_timeout);
+    auto rows = text ? detail::ParseShowStat(*text) : Result<std::vector<detail::StatRow>>(tl::unexpected(text.error()));
+    for (auto& p : pending) {
+      if (!rows || p.ran) continue;
+      const std::string be = detail::BackendName(p.service), sv = detail::SlotName(p.slot);
+      auto row = std::find_if(rows->begin(), rows->end(), [&](const auto& r) { return r.proxy == be && r.server == sv; });
+      if (row == rows->end() || !CheckRan(row->check)) continue;
+      p.ran = true;
+      p.passed = CheckPassed(row->check);
+      --left;
+    }
+    if (left == 0 || Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(kPoll);
+  }
+  std::vector<std::string> failed;
+  for (const auto& p : pending)
+    if (!p.passed) failed.push_back(Named(p.service, *state_->services.at(p.service).slots[p.slot]));
+  return failed;
 }
 
 Status HaproxyGateway::RemoveFromSlots(const Changes& removes, ApplyResult& out) {
@@ -469,6 +524,7 @@ Result<ApplyResult> HaproxyGateway::Apply(const GatewayConfig& desired) {
   TUG_TRY(Reload(next));
   cur = std::move(next);
   out.reloaded = true;
+  for (std::string& failed : AwaitFirstChecksLocked(out.services_added)) out.not_ready.push_back(std::move(failed));
   TUG_ASSIGN_OR_RETURN(auto still_left, AddToSlots(overflow, out));
   if (!still_left.empty()) return MakeError(Errc::kInternal, "grown pools still too small after the reload");
 
@@ -556,6 +612,7 @@ Result<std::vector<SlotStatus>> HaproxyGateway::SlotsLocked(const std::string& s
     auto row = std::find_if(rows.begin(), rows.end(), [&](const auto& r) { return r.proxy == be && r.server == s.slot; });
     if (row != rows.end()) {
       s.status = row->status;
+      s.check = std::string(CheckResult(row->check));
       s.sessions = row->scur;
       s.weight = row->weight;
     }

@@ -330,8 +330,11 @@ TEST_CASE("Requests through the frontend reach only the configured backends") {
   REQUIRE(slots);
   REQUIRE(slots->size() == 8);
   CHECK((*slots)[0].backend == b1.backend());
+  // Start waited for the first checks: both instances are checked and healthy, not HAProxy's unchecked "UP 1/2".
   CHECK((*slots)[0].status == "UP");
+  CHECK((*slots)[0].check == "L7OK");
   CHECK((*slots)[1].status == "UP");
+  CHECK((*slots)[1].check == "L7OK");
   for (size_t i = 2; i < slots->size(); ++i) {
     CHECK_FALSE((*slots)[i].backend);
     CHECK((*slots)[i].status == "MAINT");
@@ -406,6 +409,45 @@ TEST_CASE("An instance that fails its health check is added but gets no traffic 
   REQUIRE(r);
   CHECK(r->not_ready == std::vector<std::string>{"web/" + dead.ToString()});
   CHECK(Sample(port, 10) == std::map<std::string, size_t>{{"backend b1", 10}});
+}
+
+TEST_CASE("Start and a new service wait for the first checks and name the instances that failed them") {
+  testsupport::TempDir dir("tug-gateway");
+  TestBackend b1("b1");
+  const Backend dead{"127.0.0.1", testsupport::FreeLoopbackPort()};  // nothing listens here
+  const uint16_t port = testsupport::FreeLoopbackPort();
+  GatewayConfig cfg;
+  cfg.services.push_back(Web(port, {&b1}));
+  cfg.services[0].backends.push_back(dead);
+  const auto started = std::chrono::steady_clock::now();
+  auto gw = HaproxyGateway::Start(dir.path(), FastOptions(), cfg);
+  REQUIRE(gw);
+  INFO((*gw)->LogTail());
+  // The first check comes within one interval (500 ms): Start does not sit out ready_timeout (10 s) for the dead one.
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+  auto slots = (*gw)->Slots("web");
+  REQUIRE(slots);
+  CHECK((*slots)[0].status == "UP");
+  CHECK((*slots)[0].check == "L7OK");
+  CHECK((*slots)[1].status.rfind("DOWN", 0) == 0);
+  CHECK((*slots)[1].check == "L4CON");
+  CHECK(Sample(port, 6) == std::map<std::string, size_t>{{"backend b1", 6}});
+
+  // A new service arrives by reload; its dead instance is reported, its live one serves.
+  TestBackend b2("b2");
+  const uint16_t api_port = testsupport::FreeLoopbackPort();
+  cfg.services.push_back(Web(api_port, {&b2}, "api"));
+  cfg.services[1].backends.push_back(dead);
+  auto r = (*gw)->Apply(cfg);
+  REQUIRE(r);
+  CHECK(r->reloaded);
+  CHECK(r->services_added == std::vector<std::string>{"api"});
+  CHECK(r->not_ready == std::vector<std::string>{"api/" + dead.ToString()});
+  auto api = (*gw)->Slots("api");
+  REQUIRE(api);
+  CHECK((*api)[0].status == "UP");
+  CHECK((*api)[0].check == "L7OK");
+  CHECK(Sample(api_port, 6) == std::map<std::string, size_t>{{"backend b2", 6}});
 }
 
 // Replaces 3 instances one by one (new one added and healthy, old one drained, removed and killed) while `clients`

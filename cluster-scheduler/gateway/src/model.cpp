@@ -164,7 +164,7 @@ Result<std::vector<StatRow>> ParseShowStat(std::string_view csv) {
     return it == header.end() ? -1 : it - header.begin();
   };
   const long px = col("pxname"), sv = col("svname"), st = col("status"), qcur = col("qcur"), scur = col("scur"),
-             weight = col("weight");
+             weight = col("weight"), check = col("check_status");
   if (px < 0 || sv < 0 || st < 0 || qcur < 0 || scur < 0 || weight < 0)
     return MakeError(Errc::kProtocol, "show stat: header lacks pxname/svname/status/qcur/scur/weight");
   std::vector<StatRow> rows;
@@ -177,6 +177,7 @@ Result<std::vector<StatRow>> ParseShowStat(std::string_view csv) {
     r.proxy = f[static_cast<size_t>(px)];
     r.server = f[static_cast<size_t>(sv)];
     r.status = f[static_cast<size_t>(st)];
+    if (check >= 0 && static_cast<size_t>(check) < f.size()) r.check = f[static_cast<size_t>(check)];
     if (!ParseInt(f[static_cast<size_t>(qcur)], r.qcur) || !ParseInt(f[static_cast<size_t>(scur)], r.scur) ||
         !ParseInt(f[static_cast<size_t>(weight)], r.weight))
       return MakeError(Errc::kProtocol, "show stat: bad number in \"" + std::string(lines[i]) + "\"");

@@ -49,6 +49,9 @@ struct StatRow {
   std::string proxy;   // pxname
   std::string server;  // svname ("FRONTEND"/"BACKEND" for the aggregate rows)
   std::string status;
+  // check_status: "INI" before the first check has run, "L7OK"/"L4OK"/"L6OK" passed, "L4CON", "L7STS", ... failed;
+  // "" for rows without checks (and on versions that lack the column).
+  std::string check;
   int qcur = 0;
   int scur = 0;
   int weight = 0;

@@ -147,6 +147,15 @@ TEST_CASE("show stat and show info answers are parsed by their header") {
   CHECK((*rows)[1].status == "UP");
   CHECK((*rows)[2].qcur == 1);
   CHECK((*rows)[2].weight == 0);
+  CHECK((*rows)[1].check.empty());  // no check_status column (older versions): empty, not an error
+  auto checked = detail::ParseShowStat(
+      "# pxname,svname,qcur,scur,status,weight,check_status,\n"
+      "be_web,s1,0,0,UP 1/2,1,INI,\n"
+      "be_web,s2,0,0,DOWN,1,* L4CON,\n");
+  REQUIRE(checked);
+  CHECK((*checked)[0].status == "UP 1/2");
+  CHECK((*checked)[0].check == "INI");
+  CHECK((*checked)[1].check == "* L4CON");
   CHECK_FALSE(detail::ParseShowStat("no header\n"));
 
   auto pid = detail::ParseInfoPid("Name: HAProxy\nVersion: 2.6.12\nPid: 4242\nUptime: 0d\n");

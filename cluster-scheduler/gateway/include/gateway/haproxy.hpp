@@ -93,6 +93,9 @@ struct SlotStatus {
   std::string slot;                // "s3"
   std::optional<Backend> backend;  // the instance in the slot; nullopt for a free slot
   std::string status;              // HAProxy's: "UP", "DOWN", "MAINT", "DRAIN", "UP 1/2", ...
+  // HAProxy's check_status: "INI" until the first check has run (status then reads "UP 1/2": HAProxy starts a
+  // configured server at the lowest "up" health, not as failing), "L7OK"/"L4OK" passed, "L4CON", "L7STS", ... failed.
+  std::string check;
   int sessions = 0;                // current sessions (scur)
   int weight = 0;
 };
@@ -101,7 +104,9 @@ class HaproxyGateway {
  public:
   // Writes the config for `initial` under `work_dir` (created if missing), checks it with `haproxy -c`, starts
   // `haproxy -W -S <master.sock> -f haproxy.cfg` and returns once the worker answers on the admin socket (bounded by
-  // start_timeout). Errors: kInvalidArgument (bad `initial`, work dir path too long for a unix socket, or haproxy -c
+  // start_timeout), then waits up to ready_timeout for the first health check of every initial instance, so that
+  // Slots() reports checked states ("UP", or "DOWN" for an instance that failed), not HAProxy's unchecked "UP 1/2".
+  // Errors: kInvalidArgument (bad `initial`, work dir path too long for a unix socket, or haproxy -c
   // rejected the config: its message is included), kNotFound (haproxy not installed), kAlreadyExists (a haproxy is
   // already serving this work dir), kUnavailable (haproxy exited or did not come up: the log tail is included, e.g.
   // "cannot bind socket" for a frontend port in use).
@@ -115,6 +120,7 @@ class HaproxyGateway {
   // Makes HAProxy serve exactly `desired`. In order: instances added to existing services (waiting up to
   // ready_timeout for their checks), instances removed (drained up to drain_timeout), then, if needed, one seamless
   // reload for new/removed/changed services and grown pools, followed by the runtime adds that needed the bigger pool.
+  // The instances of a new service wait (up to ready_timeout) for their first check, and go in not_ready if it failed.
   // When it returns, removed instances receive no traffic and may be killed. Errors: kInvalidArgument (Validate, or
   // haproxy -c rejected the new config: nothing was reloaded), kUnavailable (haproxy is not running, a socket
   // failed, or the reload failed: e.g. a new frontend port is in use; the previous config stays in force and on
@@ -158,6 +164,9 @@ class HaproxyGateway {
   // Puts each backend in a free slot of its service and waits for the checks; returns those that found no slot.
   Result<Changes> AddToSlots(const Changes& adds, ApplyResult& out);
   Status RemoveFromSlots(const Changes& removes, ApplyResult& out);
+  // Waits up to ready_timeout until every instance of `services` has had its first health check; returns those
+  // whose check did not pass ("<service>/<host:port>"), including any still unchecked at the deadline.
+  std::vector<std::string> AwaitFirstChecksLocked(const std::vector<std::string>& services);
   Status Command(const std::string& command);
   Result<std::string> RuntimeLocked(const std::string& command, std::chrono::milliseconds timeout);
   Result<std::string> MasterLocked(const std::string& command, std::chrono::milliseconds timeout);
