@@ -69,6 +69,15 @@ class PosixEnv : public Env {
     return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd, size));
   }
 
+  Result<std::unique_ptr<WritableFile>> NewExclusiveFile(const std::string& path) override {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      if (errno == EEXIST) return MakeError(Errc::kAlreadyExists, path + " already exists");
+      return ErrnoError(errno, "creating " + path);
+    }
+    return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd, 0));
+  }
+
   Result<std::string> ReadFile(const std::string& path) override {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -180,7 +189,22 @@ class PosixEnv : public Env {
   }
 };
 
+// 64 bits from the OS's entropy source: a temp name another process cannot guess and plant beforehand.
+std::string RandomSuffix() {
+  static thread_local std::random_device rd;
+  const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s(16, '0');
+  for (int i = 0; i < 16; ++i) s[static_cast<size_t>(i)] = kHex[(v >> (4 * i)) & 0xf];
+  return s;
+}
+
 }  // namespace
+
+Result<std::unique_ptr<WritableFile>> Env::NewExclusiveFile(const std::string& path) {
+  if (Exists(path)) return MakeError(Errc::kAlreadyExists, path + " already exists");
+  return NewWritableFile(path, false);
+}
 
 Env* DefaultEnv() {
   static PosixEnv env;
@@ -206,14 +230,19 @@ std::string JoinPath(const std::string& a, const std::string& b) {
 }
 
 Status WriteFileDurable(Env& env, const std::string& path, std::string_view data) {
-  const std::string tmp = path + ".tmp";
-  {
-    TUG_ASSIGN_OR_RETURN(auto file, env.NewWritableFile(tmp, false));
+  const std::string tmp = path + ".tmp-" + RandomSuffix();
+  auto written = [&]() -> Status {
+    TUG_ASSIGN_OR_RETURN(auto file, env.NewExclusiveFile(tmp));
     TUG_TRY(file->Append(data));
     TUG_TRY(file->Sync());
     TUG_TRY(file->Close());
+    return env.Rename(tmp, path);
+  }();
+  if (!written) {
+    // Ours to remove only if we created it: kAlreadyExists means the name was taken (by nobody we know).
+    if (!written.error().Is(Errc::kAlreadyExists)) (void)env.RemoveFile(tmp);
+    return written;
   }
-  TUG_TRY(env.Rename(tmp, path));
   return env.SyncDir(Dirname(path));
 }
 

@@ -61,6 +61,13 @@ Result<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewWritableFile(const s
   return std::unique_ptr<WritableFile>(new FaultFile(this, path, std::move(f)));
 }
 
+Result<std::unique_ptr<WritableFile>> FaultInjectionEnv::NewExclusiveFile(const std::string& path) {
+  TUG_TRY(Tick());
+  TUG_ASSIGN_OR_RETURN(auto f, base_->NewExclusiveFile(path));
+  files_[path] = FileState{0, true};
+  return std::unique_ptr<WritableFile>(new FaultFile(this, path, std::move(f)));
+}
+
 Result<std::string> FaultInjectionEnv::ReadFile(const std::string& path) { return base_->ReadFile(path); }
 
 Status FaultInjectionEnv::Rename(const std::string& from, const std::string& to) {

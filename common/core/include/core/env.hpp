@@ -35,6 +35,11 @@ class Env {
 
   // Creates or truncates `path`; with `append`, opens an existing file for appending (resuming a download).
   virtual Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path, bool append = false) = 0;
+  // Creates `path` only if nothing is there, not even a dangling symlink (O_CREAT|O_EXCL|O_NOFOLLOW): a temp file
+  // that someone else planted (a symlink to a file elsewhere) is refused with kAlreadyExists, never written through.
+  // The default, for Envs written before this existed, checks Exists() first (not atomic); PosixEnv and
+  // FaultInjectionEnv create in one open.
+  virtual Result<std::unique_ptr<WritableFile>> NewExclusiveFile(const std::string& path);
   virtual Result<std::string> ReadFile(const std::string& path) = 0;
   // rename(2): atomic replace of `to`. Durable only after SyncDir(parent of `to`).
   virtual Status Rename(const std::string& from, const std::string& to) = 0;
@@ -57,8 +62,10 @@ class Env {
 // The real POSIX filesystem. Never null; lives for the whole process.
 Env* DefaultEnv();
 
-// Durable whole-file replace: write `path`.tmp, fsync it, rename over `path`, fsync the directory.
-// After it returns OK the new content survives a power cut; before, the old content does.
+// Durable whole-file replace: write a new temp file `path`.tmp-<16 random hex> (NewExclusiveFile: never an existing
+// file or a symlink, and a name nobody can plant in advance), fsync it, rename over `path`, fsync the directory; the
+// temp file is removed again when a step fails. After it returns OK the new content survives a power cut; before,
+// the old content does.
 Status WriteFileDurable(Env& env, const std::string& path, std::string_view data);
 
 // Atomically points symlink `link_path` at `target` (new link under a temp name, rename over, fsync the directory).

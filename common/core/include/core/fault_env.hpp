@@ -35,6 +35,7 @@ class FaultInjectionEnv : public Env {
   Status DropUnsyncedData();
 
   Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path, bool append) override;
+  Result<std::unique_ptr<WritableFile>> NewExclusiveFile(const std::string& path) override;
   Result<std::string> ReadFile(const std::string& path) override;
   Status Rename(const std::string& from, const std::string& to) override;
   Status RemoveFile(const std::string& path) override;
