@@ -7,6 +7,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -25,6 +28,27 @@ namespace tug::controller {
 
 namespace asio = boost::asio;
 using nlohmann::json;
+
+// "controller-" + 16 hex digits of FNV-1a over "<hostname>:<absolute database path>": the same controller (same
+// machine, same database) gets the same id after every restart, so it resumes its own persistent session and the
+// reports the broker queued meanwhile; two controllers splitting the load (different machines or databases) get
+// different ids. A random id would leave the dead predecessor's session in $share/ctrl, swallowing its share of
+// every report until the session expired.
+std::string DefaultClientId(const std::string& db_path) {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = 0;
+  std::error_code ec;
+  std::string db = std::filesystem::absolute(db_path, ec).lexically_normal().string();
+  if (ec) db = db_path;
+  uint64_t h = 1469598103934665603ull;
+  for (char ch : std::string(host) + ":" + db) {
+    h ^= static_cast<unsigned char>(ch);
+    h *= 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return std::string("controller-") + buf;
+}
 
 namespace {
 
@@ -108,7 +132,7 @@ Result<Config> ParseConfig(int argc, char** argv) {
       {"mqtt-ca", "CA certificate of the broker (no TLS when empty)"},
       {"mqtt-cert", "controller client certificate (CN controller)"},
       {"mqtt-key", "controller client key"},
-      {"mqtt-client-id", "MQTT client id (default controller-<random>)"},
+      {"mqtt-client-id", "MQTT client id (default controller-<hash of host name and --db>, stable across restarts)"},
       {"mqtt-keepalive", "MQTT keepalive seconds (30)"},
       {"tick", "rollout engine period, e.g. 1s, 500ms (1s)"},
       {"log-level", "debug, info, warn, error"},
@@ -180,6 +204,7 @@ Result<Config> ParseConfig(int argc, char** argv) {
     c.mqtt.cert_file = get("mqtt_cert");
     c.mqtt.key_file = get("mqtt_key");
     c.mqtt.client_id = get("mqtt_client_id");
+    if (c.mqtt.client_id.empty()) c.mqtt.client_id = DefaultClientId(c.db);
     if (!get("mqtt_keepalive").empty()) {
       try {
         c.mqtt.keepalive = std::chrono::seconds(std::stoi(get("mqtt_keepalive")));

@@ -14,22 +14,23 @@ using nlohmann::json;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-std::string DeviceTopic(const std::string& device_id, const std::string& leaf) {
-  return "tug/v1/d/" + device_id + "/" + leaf;
-}
-
 namespace {
 
+bool HasAll(const Labels& want, const Labels& have) {
+  for (const auto& [k, v] : want) {
+    auto it = have.find(k);
+    if (it == have.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+// selector.labels match the effective labels (a device's claims included); selector.operator_labels only what an
+// operator set (docs/controller.md, "Labels are claims").
 bool Matches(const RolloutSpec& s, const Device& d) {
   if (!s.selector_devices.empty() &&
       std::find(s.selector_devices.begin(), s.selector_devices.end(), d.id) == s.selector_devices.end())
     return false;
-  const Labels l = d.EffectiveLabels();
-  for (const auto& [k, v] : s.selector_labels) {
-    auto it = l.find(k);
-    if (it == l.end() || it->second != v) return false;
-  }
-  return true;
+  return HasAll(s.selector_operator_labels, d.operator_labels) && HasAll(s.selector_labels, d.EffectiveLabels());
 }
 
 // Outcomes as the abort rule and the phase threshold count them: a success is a device that installed the release,
@@ -66,28 +67,6 @@ json CountsJson(const std::array<int64_t, 8>& n) {
           {"rolled_back", at(DeviceJobState::kRolledBack)}};
 }
 
-std::optional<json> ParseJson(const std::string& payload, const char* what, const std::string& device_id) {
-  auto j = json::parse(payload, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    spdlog::warn("ignoring malformed {} from {}", what, device_id);
-    return std::nullopt;
-  }
-  return j;
-}
-
-uint64_t UintOr(const json& j, const char* key, uint64_t def) {
-  if (!j.contains(key)) return def;
-  const auto& v = j[key];
-  if (v.is_number_unsigned()) return v.get<uint64_t>();
-  if (v.is_number_integer() && v.get<int64_t>() >= 0) return static_cast<uint64_t>(v.get<int64_t>());
-  return def;
-}
-
-std::string StrOr(const json& j, const char* key) {
-  if (j.contains(key) && j[key].is_string()) return j[key].get<std::string>();
-  return "";
-}
-
 }  // namespace
 
 Engine::Engine(Store& store, Publisher& publisher, const core::Clock& clock, EngineOptions options)
@@ -103,8 +82,15 @@ Millis Engine::Now() const {
 Status Engine::InTx(const std::function<Status()>& f) {
   TUG_TRY(store_.Begin());
   envelopes_.clear();
-  auto st = EnsureLoaded();
-  if (st) st = f();
+  Status st;
+  // Nothing below is expected to throw; if something does (a bug, bad_alloc), the transaction is rolled back like
+  // any failure instead of leaving it open or taking the process down.
+  try {
+    st = EnsureLoaded();
+    if (st) st = f();
+  } catch (const std::exception& e) {
+    st = MakeError(Errc::kInternal, std::string("unexpected exception: ") + e.what());
+  }
   if (st) st = store_.Commit();
   envelopes_.clear();
   if (!st) {
@@ -265,16 +251,37 @@ Status Engine::OnReports(const std::vector<DeviceReport>& reports) {
 // One report, inside the caller's transaction: the device's rows change, then each rollout it touched takes its
 // next decisions (abort, phase, a few more sends) at once, as if a tick had followed this report alone.
 Status Engine::ApplyReport(const DeviceReport& report) {
-  const char* what = report.kind == DeviceReport::Kind::kPresence ? "presence"
-                     : report.kind == DeviceReport::Kind::kState  ? "state"
-                                                                  : "job status";
-  auto j = ParseJson(report.payload, what, report.device_id);
-  if (!j) return {};
   std::set<std::string> touched;
+  // A refused payload is the device's problem, not the transaction's: drop it, count it, say so (rate-limited).
+  auto refused = [&](const Error& e) -> Status {
+    counters_.reports_rejected.Add(e);
+    if (auto skipped = rejected_log_.Admit())
+      spdlog::warn("dropping a report from {}: {} ({} similar lines suppressed)", report.device_id, e.Message(),
+                   *skipped);
+    return {};
+  };
+  // The device id (and job id) come from a topic the MQTT bridge checked with fleet::ParseTopic.
   switch (report.kind) {
-    case DeviceReport::Kind::kPresence: TUG_TRY(ApplyPresence(report.device_id, *j, touched)); break;
-    case DeviceReport::Kind::kState: TUG_TRY(ApplyState(report.device_id, *j, touched)); break;
-    case DeviceReport::Kind::kJobStatus: TUG_TRY(ApplyJobReport(report.device_id, report.job, *j, touched)); break;
+    case DeviceReport::Kind::kPresence: {
+      auto p = fleet::ParsePresence(report.payload, options_.limits);
+      if (!p) return refused(p.error());
+      TUG_TRY(ApplyPresence(report.device_id, *p, touched));
+      break;
+    }
+    case DeviceReport::Kind::kState: {
+      auto s = fleet::ParseState(report.payload, options_.limits);
+      if (!s) return refused(s.error());
+      TUG_TRY(ApplyState(report.device_id, *s, touched));
+      break;
+    }
+    case DeviceReport::Kind::kJobStatus: {
+      if (!fleet::ValidJobId(report.job))
+        return refused(Error{fleet::make_error_code(fleet::Reason::kBadTopic), "job id"});
+      auto js = fleet::ParseJobStatus(report.payload, options_.limits);
+      if (!js) return refused(js.error());
+      TUG_TRY(ApplyJobReport(report.device_id, report.job, *js, touched));
+      break;
+    }
   }
   for (const auto& id : touched) {
     TUG_ASSIGN_OR_RETURN(Live * l, Find(id));
@@ -284,13 +291,13 @@ Status Engine::ApplyReport(const DeviceReport& report) {
   return {};
 }
 
-Status Engine::ApplyPresence(const std::string& device_id, const json& j, std::set<std::string>& touched) {
+Status Engine::ApplyPresence(const std::string& device_id, const fleet::Presence& p, std::set<std::string>& touched) {
   TUG_ASSIGN_OR_RETURN(auto existing, store_.GetDevice(device_id));
   Device d = existing ? *existing : NewDevice(device_id);
   const bool was_online = existing && existing->online;
   // boot_id is not taken from presence: state seq is compared per boot_id, and the state of the new boot has
   // to be the one that switches it.
-  d.online = j.value("online", false);
+  d.online = p.online;
   d.last_seen = Now();
   TUG_TRY(store_.PutDevice(d));
   ++counters_.reports_applied;
@@ -299,11 +306,11 @@ Status Engine::ApplyPresence(const std::string& device_id, const json& j, std::s
   return {};
 }
 
-Status Engine::ApplyState(const std::string& device_id, const json& j, std::set<std::string>& touched) {
+Status Engine::ApplyState(const std::string& device_id, const fleet::State& s, std::set<std::string>& touched) {
   TUG_ASSIGN_OR_RETURN(auto existing, store_.GetDevice(device_id));
   Device d = existing ? *existing : NewDevice(device_id);
-  const std::string boot_id = StrOr(j, "boot_id");
-  const uint64_t seq = UintOr(j, "seq", 0);
+  const std::string& boot_id = s.boot_id;
+  const uint64_t seq = s.seq;
   if (existing && boot_id == d.boot_id && seq <= d.state_seq) {
     ++counters_.reports_ignored;  // a replay (retained snapshot, duplicate) or an older state
     return {};
@@ -312,18 +319,14 @@ Status Engine::ApplyState(const std::string& device_id, const json& j, std::set<
   d.boot_id = boot_id;
   d.state_seq = seq;
   d.last_seen = Now();
-  d.applied_v = UintOr(j, "applied_v", d.applied_v);
-  d.active = j.contains("active") ? j["active"] : json(nullptr);
-  d.previous = j.contains("previous") ? j["previous"] : json(nullptr);
-  d.arch = StrOr(j, "arch");
-  d.agent_version = StrOr(j, "agent_version");
-  d.reported_labels.clear();
-  if (j.contains("labels") && j["labels"].is_object())
-    for (const auto& [k, v] : j["labels"].items())
-      if (v.is_string()) d.reported_labels[k] = v.get<std::string>();
-  json job = j.contains("job") && j["job"].is_object() ? j["job"] : json::object();
-  d.job_id = StrOr(job, "id");
-  d.job_phase = StrOr(job, "phase");
+  d.applied_v = s.applied_v;
+  d.active = fleet::ToJson(s.active);
+  d.previous = fleet::ToJson(s.previous);
+  d.arch = s.arch;
+  d.agent_version = s.agent_version;
+  d.reported_labels = Labels(s.labels.begin(), s.labels.end());
+  d.job_id = s.job.id;
+  d.job_phase = s.job.phase;
   TUG_TRY(store_.PutDevice(d));
   ++counters_.reports_applied;
   // A new device, or new labels: it may now match running rollouts.
@@ -331,24 +334,30 @@ Status Engine::ApplyState(const std::string& device_id, const json& j, std::set<
   // The state carries the job's latest journal entry (same seq as its status message): it stands in for a status
   // message this controller missed (it was down, or the message went to another controller).
   if (!d.job_id.empty() && (d.job_phase == "SUCCEEDED" || d.job_phase == "FAILED" || d.job_phase == "ROLLED_BACK")) {
-    json report{{"state", d.job_phase}, {"seq", UintOr(job, "seq", 0)}, {"boot_id", boot_id},
-                {"error", job.contains("error") ? job["error"] : json(nullptr)}};
+    fleet::JobStatus report;
+    report.state = d.job_phase;
+    report.seq = s.job.seq;
+    report.boot_id = boot_id;
+    report.error = s.job.error;
     TUG_TRY(ApplyJobReport(device_id, d.job_id, report, touched));
   }
   return {};
 }
 
-Status Engine::ApplyJobReport(const std::string& device_id, const std::string& job, const json& report,
+Status Engine::ApplyJobReport(const std::string& device_id, const std::string& job, const fleet::JobStatus& report,
                               std::set<std::string>& touched) {
+  // The device is the topic's (the broker's ACL lets a device write only below its own prefix), and the job must
+  // be one this controller sent to that device in its current attempt (or its fleet rollback): a report for another
+  // device's job, an old attempt or a job never sent finds no row here and is dropped before anything is stored.
   TUG_ASSIGN_OR_RETURN(auto found, store_.FindByJob(device_id, job));
-  if (!found) {
+  if (!found || !((found->sent && job == found->job) || (!found->rollback_job.empty() && job == found->rollback_job))) {
     ++counters_.reports_ignored;  // not one of ours (manual install, another controller's data, old attempt)
+    ++counters_.reports_foreign_job;
     return {};
   }
   RolloutDevice rd = *found;
   const Slot before = SlotOf(rd);
-  TUG_ASSIGN_OR_RETURN(bool fresh,
-                       store_.RecordReport(device_id, job, StrOr(report, "boot_id"), UintOr(report, "seq", 0)));
+  TUG_ASSIGN_OR_RETURN(bool fresh, store_.RecordReport(device_id, job, report.boot_id, report.seq));
   if (!fresh) {
     ++counters_.reports_ignored;
     return {};
@@ -356,9 +365,9 @@ Status Engine::ApplyJobReport(const std::string& device_id, const std::string& j
   TUG_ASSIGN_OR_RETURN(Live * l, Find(rd.rollout_id));
   if (!l) return MakeError(Errc::kInternal, "rollout " + rd.rollout_id + " vanished");
   Rollout& r = l->r;
-  const std::string state = StrOr(report, "state");
-  const json err = report.contains("error") && report["error"].is_object() ? report["error"] : json::object();
-  const std::string err_text = StrOr(err, "code") + (StrOr(err, "message").empty() ? "" : ": " + StrOr(err, "message"));
+  const std::string& state = report.state;
+  const fleet::JobError err = report.error.value_or(fleet::JobError{});
+  const std::string err_text = err.code + (err.message.empty() ? "" : ": " + err.message);
 
   if (job == rd.job) {
     // Terminal outcomes are sticky: a late or replayed report must never move a counted device.
@@ -370,7 +379,7 @@ Status Engine::ApplyJobReport(const std::string& device_id, const std::string& j
       rd.state = DeviceJobState::kSucceeded;
       rd.error.clear();
     } else if (state == "FAILED") {
-      const bool retryable = err.value("retryable", false);
+      const bool retryable = err.retryable;
       TUG_ASSIGN_OR_RETURN(auto dev, store_.GetDesiredVersions(device_id));
       if (retryable && rd.attempts - 1 < r.spec.max_retries && r.state == RolloutState::kRunning && dev &&
           dev->online) {
@@ -473,33 +482,33 @@ Status Engine::DeviceCameOnline(const std::string& device_id, std::set<std::stri
 
 // ---- sending ----
 
-Result<const json*> Engine::Envelope(uint64_t release) {
+Result<const std::string*> Engine::Envelope(uint64_t release) {
   auto it = envelopes_.find(release);
   if (it != envelopes_.end()) return &it->second;
   TUG_ASSIGN_OR_RETURN(auto rel, store_.GetRelease(release));
   if (!rel) return MakeError(Errc::kInternal, "release " + std::to_string(release) + " missing");
   json envelope = json::parse(rel->envelope, nullptr, false);
   if (envelope.is_discarded()) return MakeError(Errc::kInternal, "stored envelope of release is not JSON");
-  return &envelopes_.emplace(release, std::move(envelope)).first->second;
+  return &envelopes_.emplace(release, fleet::SafeDump(envelope)).first->second;
 }
 
-Status Engine::PublishDesired(const std::string& device_id, json desired) {
+Status Engine::PublishDesired(const std::string& device_id, fleet::Desired desired) {
   TUG_ASSIGN_OR_RETURN(auto dev, store_.GetDesiredVersions(device_id));
   if (!dev) return MakeError(Errc::kInternal, "device " + device_id + " missing");
   // v must exceed both what we issued before and what the device applied (it may have had another controller or
   // a manual install): the device ignores v <= applied_v.
   const uint64_t v = std::max(dev->desired_v, dev->applied_v) + 1;
-  desired["v"] = v;
-  std::string payload = desired.dump();
+  desired.v = v;
+  std::string payload = fleet::Serialize(desired);
   TUG_TRY(store_.SetDesired(device_id, v, payload));
-  outbox_.push_back(Outgoing{.topic = DeviceTopic(device_id, "desired"), .payload = std::move(payload), .retain = true});
+  outbox_.push_back(Outgoing{.topic = fleet::DesiredTopic(device_id), .payload = std::move(payload), .retain = true});
   ++counters_.desired_published;
   return {};
 }
 
 Status Engine::SendInstall(Live& l, RolloutDevice& rd, Slot before) {
   Rollout& r = l.r;
-  TUG_ASSIGN_OR_RETURN(const json* envelope, Envelope(r.spec.release));
+  TUG_ASSIGN_OR_RETURN(const std::string* envelope, Envelope(r.spec.release));
   rd.attempts += 1;
   rd.job = r.id + "." + rd.device_id + "." + std::to_string(rd.attempts);
   rd.state = DeviceJobState::kInProgress;
@@ -508,7 +517,10 @@ Status Engine::SendInstall(Live& l, RolloutDevice& rd, Slot before) {
   rd.error.clear();
   if (rd.phase < 0) rd.phase = r.current_phase;
   const auto deadline = clock_.Now() + r.spec.device_timeout;
-  json desired{{"job", rd.job}, {"release", *envelope}, {"policy", {{"deadline", core::FormatRfc3339(deadline)}}}};
+  fleet::Desired desired;
+  desired.job = rd.job;
+  desired.release = *envelope;
+  desired.deadline = core::FormatRfc3339(deadline);
   TUG_TRY(PublishDesired(rd.device_id, std::move(desired)));
   TUG_TRY(SaveRow(l, rd, before));
   spdlog::debug("rollout {}: sent release {} to {} (job {})", r.id, r.spec.release, rd.device_id, rd.job);
@@ -519,7 +531,10 @@ Status Engine::SendRollback(Live& l, RolloutDevice& rd) {
   const Slot before = SlotOf(rd);
   rd.rollback_job = l.r.id + "." + rd.device_id + ".rollback";
   rd.rollback_state = "sent";
-  TUG_TRY(PublishDesired(rd.device_id, json{{"job", rd.rollback_job}, {"action", "rollback"}}));
+  fleet::Desired rollback;
+  rollback.job = rd.rollback_job;
+  rollback.action = fleet::Desired::Action::kRollback;
+  TUG_TRY(PublishDesired(rd.device_id, std::move(rollback)));
   TUG_TRY(SaveRow(l, rd, before));
   spdlog::info("rollout {}: sent rollback to {}", l.r.id, rd.device_id);
   return {};
@@ -845,10 +860,11 @@ Status Engine::CancelDevice(const std::string& id, const std::string& device_id)
         Device d = *dev;
         d.desired.clear();
         TUG_TRY(store_.PutDevice(d));
-        outbox_.push_back(Outgoing{.topic = DeviceTopic(device_id, "desired"), .payload = "", .retain = true});
+        outbox_.push_back(Outgoing{.topic = fleet::DesiredTopic(device_id), .payload = "", .retain = true});
       }
-      outbox_.push_back(
-          Outgoing{.topic = DeviceTopic(device_id, "cmd/req"), .payload = json{{"cmd", "cancel"}}.dump(), .retain = false});
+      outbox_.push_back(Outgoing{.topic = fleet::CmdReqTopic(device_id),
+                                 .payload = fleet::Serialize(fleet::CmdRequest{fleet::Command::kCancel}),
+                                 .retain = false});
     }
     rd.state = DeviceJobState::kCancelled;
     rd.error = "cancelled by the operator";
@@ -880,7 +896,7 @@ Result<Device> Engine::SetOperatorLabels(const std::string& device_id, const Lab
 Status Engine::RepublishDesired() {
   TUG_ASSIGN_OR_RETURN(auto unapplied, store_.ListUnappliedDesired());
   for (const auto& [id, desired] : unapplied) {
-    if (auto p = publisher_.Publish(DeviceTopic(id, "desired"), desired, true); !p) {
+    if (auto p = publisher_.Publish(fleet::DesiredTopic(id), desired, true); !p) {
       spdlog::warn("re-publishing desired of {}: {}", id, p.error().Message());
       republish_needed_ = true;  // try the rest on a later tick
       break;

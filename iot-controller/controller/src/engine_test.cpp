@@ -29,7 +29,7 @@ class RecordingPublisher : public Publisher {
   std::vector<json> Desired(const std::string& dev) const {
     std::vector<json> out;
     for (const auto& s : sent)
-      if (s.topic == DeviceTopic(dev, "desired") && !s.payload.empty()) out.push_back(json::parse(s.payload));
+      if (s.topic == fleet::DesiredTopic(dev) && !s.payload.empty()) out.push_back(json::parse(s.payload));
     return out;
   }
   size_t DesiredCount() const {
@@ -418,7 +418,7 @@ TEST_CASE("pause stops new sends, resume continues, cancel and device cancel ref
   CHECK(f.pub.DesiredCount() == 2);
   REQUIRE(f.engine.CancelDevice(id, "d2"));
   CHECK(f.DeviceState(id, "d2") == "cancelled");
-  CHECK(f.pub.sent.back().topic == DeviceTopic("d2", "cmd/req"));
+  CHECK(f.pub.sent.back().topic == fleet::CmdReqTopic("d2"));
   CHECK(f.engine.CancelDevice(id, "d2").error().Is(Errc::kAlreadyExists));
   CHECK(f.engine.CancelDevice(id, "nope").error().Is(Errc::kNotFound));
   CHECK(f.engine.Pause("r-77").error().Is(Errc::kNotFound));
@@ -467,7 +467,7 @@ TEST_CASE("a batch of reports applies in one call with duplicates counted once")
 }
 
 TEST_CASE("the tick sends in batches of tick_send_batch and a freed slot sends at most report_send_batch") {
-  Fixture f(":memory:", EngineOptions{.tick_send_batch = 3, .report_send_batch = 1});
+  Fixture f(":memory:", EngineOptions{.tick_send_batch = 3, .report_send_batch = 1, .limits = {}});
   for (int i = 1; i <= 10; ++i) f.Online("d" + std::to_string(i < 10 ? i : 0) + (i == 10 ? "x" : ""));
   auto id = f.Create(json{{"release", 5}, {"max_concurrency", 100}});
   CHECK(f.pub.DesiredCount() == 3);  // creation sends one batch
@@ -486,7 +486,7 @@ TEST_CASE("the tick sends in batches of tick_send_batch and a freed slot sends a
 }
 
 TEST_CASE("offline pending devices become unreached in batches and the phase waits for all of them") {
-  Fixture f(":memory:", EngineOptions{.tick_send_batch = 2, .report_send_batch = 1});
+  Fixture f(":memory:", EngineOptions{.tick_send_batch = 2, .report_send_batch = 1, .limits = {}});
   for (auto id : {"d1", "d2", "d3", "d4", "d5"}) f.Online(id);
   for (auto id : {"d2", "d3", "d4", "d5"}) f.Offline(id);
   auto id = f.Create(json{{"release", 5}, {"phases", {{{"percent", 100}, {"soak", "0s"}}}}});
@@ -629,4 +629,95 @@ TEST_CASE("the counted summary and the paged listings agree with the full report
   CHECK(f.engine.RolloutReportText("r-9", ReportDevices{.none = true, .states = {}, .after = "", .limit = 0})
             .error()
             .Is(Errc::kNotFound));
+}
+
+TEST_CASE("hostile reports are dropped and counted per reason; the device and the rollouts are untouched") {
+  Fixture f;
+  f.Online("d1");
+  const std::string rid = f.Create(json{{"release", 5}});
+  const std::string job = f.Job("d1");
+  auto before = f.store->GetDevice("d1");
+  REQUIRE(before);
+  struct Row {
+    const char* name;
+    DeviceReport::Kind kind;
+    std::string job, payload;
+    fleet::Reason reason;
+  };
+  std::string labels = R"({"boot_id":"x","seq":99,"labels":{)";
+  for (int i = 0; i < 40; ++i) labels += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":\"v\"";
+  labels += "}}";
+  const std::vector<Row> rows = {
+      {"online as a string", DeviceReport::Kind::kPresence, "", R"({"online":"yes"})", fleet::Reason::kBadType},
+      {"60k nested [", DeviceReport::Kind::kState, "", std::string(60000, '['), fleet::Reason::kTooDeep},
+      {"100k nested [", DeviceReport::Kind::kState, "", std::string(100000, '['), fleet::Reason::kTooLarge},
+      {"1 MiB state", DeviceReport::Kind::kState, "",
+       R"({"boot_id":"x","seq":99,"pad":")" + std::string(1 << 20, 'x') + "\"}", fleet::Reason::kTooLarge},
+      {"long boot_id", DeviceReport::Kind::kState, "", R"({"boot_id":")" + std::string(100000 / 2, 'b') + R"(","seq":99})",
+       fleet::Reason::kOutOfRange},
+      {"40 labels", DeviceReport::Kind::kState, "", labels, fleet::Reason::kOutOfRange},
+      {"bad UTF-8", DeviceReport::Kind::kState, "", "{\"boot_id\":\"\xff\",\"seq\":99}", fleet::Reason::kBadUtf8},
+      {"seq as text", DeviceReport::Kind::kJobStatus, job, R"({"state":"SUCCEEDED","seq":"9"})",
+       fleet::Reason::kBadType},
+      {"long error", DeviceReport::Kind::kJobStatus, job,
+       R"({"state":"FAILED","seq":9,"error":{"message":")" + std::string(5000, 'm') + "\"}}", fleet::Reason::kOutOfRange},
+  };
+  for (const auto& row : rows) {
+    INFO(row.name);
+    const uint64_t n = f.engine.counters().reports_rejected[row.reason];
+    Status st;
+    REQUIRE_NOTHROW(st = f.engine.OnReports({DeviceReport{.kind = row.kind, .device_id = "d1", .job = row.job,
+                                                          .payload = row.payload}}));
+    CHECK(st);
+    CHECK(f.engine.counters().reports_rejected[row.reason] == n + 1);
+  }
+  auto after = f.store->GetDevice("d1");
+  REQUIRE(after);
+  CHECK((*after)->boot_id == (*before)->boot_id);
+  CHECK((*after)->state_seq == (*before)->state_seq);
+  CHECK((*after)->online);
+  CHECK(f.Report(rid)["counts"]["in_progress"] == 1);
+  // The device still reports normally afterwards.
+  f.Report("d1", "SUCCEEDED", 7);
+  CHECK(f.Report(rid)["state"] == "succeeded");
+}
+
+TEST_CASE("a job report counts only for the device that was sent the job, in its current attempt") {
+  Fixture f;
+  f.Online("d1");
+  f.Online("d2");
+  const std::string rid = f.Create(json{{"release", 5}, {"max_retries", 1}});
+  const std::string job1 = f.Job("d1");
+  const std::string job2 = f.Job("d2");
+  // d2 forges d1's outcome (on its own topic: the broker lets it write nowhere else) and a job never sent.
+  f.Report("d2", "SUCCEEDED", 7, nullptr, job1);
+  f.Report("d2", "SUCCEEDED", 7, nullptr, rid + ".d2.7");
+  CHECK(f.engine.counters().reports_foreign_job == 2);
+  auto r = f.Report(rid);
+  CHECK(r["counts"]["succeeded"] == 0);
+  CHECK(r["counts"]["in_progress"] == 2);
+  // A retryable failure starts attempt 2: reports for attempt 1 no longer count.
+  f.Report("d1", "FAILED", 3, json{{"code", "fetch"}, {"retryable", true}, {"message", "503"}});
+  const std::string retry = f.Job("d1");
+  REQUIRE(retry != job1);
+  f.Report("d1", "SUCCEEDED", 9, nullptr, job1);
+  CHECK(f.Report(rid)["counts"]["succeeded"] == 0);
+  f.Report("d1", "SUCCEEDED", 9, nullptr, retry);
+  f.Report("d2", "SUCCEEDED", 9, nullptr, job2);
+  CHECK(f.Report(rid)["counts"]["succeeded"] == 2);
+}
+
+TEST_CASE("selector.operator_labels matches labels an operator set, never a device's claims") {
+  Fixture f;
+  f.Online("honest", {{"ring", "canary"}});
+  f.Online("claims", {{"ring", "canary"}});  // reports itself into the ring
+  REQUIRE(f.engine.SetOperatorLabels("honest", Labels{{"ring", "canary"}}));
+  const std::string rid = f.Create(json{{"release", 5}, {"selector", {{"operator_labels", {{"ring", "canary"}}}}}});
+  auto r = f.Report(rid);
+  REQUIRE(r["devices"].size() == 1);
+  CHECK(r["devices"][0]["id"] == "honest");
+  CHECK(r["spec"]["selector"]["operator_labels"]["ring"] == "canary");
+  // selector.labels still matches effective labels (claims included), as documented.
+  const std::string any = f.Create(json{{"release", 5}, {"selector", {{"labels", {{"ring", "canary"}}}}}});
+  CHECK(f.Report(any)["devices"].size() == 2);
 }

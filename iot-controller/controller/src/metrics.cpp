@@ -39,6 +39,18 @@ Result<std::string> RenderMetrics(Store& store, const Metrics& m, const EngineCo
     << m.mqtt_messages_received << "\n";
   o << "# TYPE tug_mqtt_messages_invalid_total counter\ntug_mqtt_messages_invalid_total " << m.mqtt_messages_invalid
     << "\n";
+  o << "# HELP tug_reports_rejected_total Device reports dropped because the payload or topic broke the protocol.\n"
+    << "# TYPE tug_reports_rejected_total counter\n";
+  for (size_t i = 1; i <= fleet::kReasonCount; ++i) {
+    const auto r = static_cast<fleet::Reason>(i);
+    o << "tug_reports_rejected_total{reason=\"" << fleet::ToString(r) << "\"} "
+      << m.reports_rejected[r] + c.reports_rejected[r] << "\n";
+  }
+  o << "# HELP tug_reports_foreign_job_total Job reports for a job the controller did not send that device.\n"
+    << "# TYPE tug_reports_foreign_job_total counter\ntug_reports_foreign_job_total " << c.reports_foreign_job << "\n";
+  o << "# HELP tug_mqtt_reports_dropped_total Reports dropped because the report queue was full.\n"
+    << "# TYPE tug_mqtt_reports_dropped_total counter\ntug_mqtt_reports_dropped_total{reason=\"queue_full\"} "
+    << m.reports_dropped_queue_full << "\n";
   o << "# TYPE tug_mqtt_connected gauge\ntug_mqtt_connected " << (m.mqtt_connected ? 1 : 0) << "\n";
   o << "# TYPE tug_reports_applied_total counter\ntug_reports_applied_total " << c.reports_applied << "\n";
   o << "# TYPE tug_reports_ignored_total counter\ntug_reports_ignored_total " << c.reports_ignored << "\n";

@@ -8,14 +8,11 @@
 #include <iterator>
 #include <random>
 
+#include "fleet/topics.hpp"
+
 namespace tug::controller {
 
 namespace {
-
-constexpr const char* kPrefix = "tug/v1/d/";
-const char* const kShared[] = {"$share/ctrl/tug/v1/d/+/presence", "$share/ctrl/tug/v1/d/+/state",
-                               "$share/ctrl/tug/v1/d/+/jobs/+/status"};
-const char* const kSnapshot[] = {"tug/v1/d/+/presence", "tug/v1/d/+/state"};
 
 std::string RandomSuffix() {
   std::random_device rd;
@@ -29,7 +26,10 @@ std::string RandomSuffix() {
 
 MqttBridge::MqttBridge(boost::asio::io_context& io, MqttConfig cfg, Metrics& metrics)
     : io_(io), cfg_(std::move(cfg)), metrics_(metrics), snapshot_timer_(io), batch_timer_(io) {
-  if (cfg_.client_id.empty()) cfg_.client_id = "controller-" + RandomSuffix();
+  if (cfg_.client_id.empty()) {
+    cfg_.client_id = "controller-" + RandomSuffix();
+    random_id_ = true;
+  }
 }
 
 MqttBridge::~MqttBridge() {
@@ -50,9 +50,12 @@ Status MqttBridge::Start() {
   if (!cfg_.ca_file.empty())
     o.tls = mqtt::TlsOptions{.ca_file = cfg_.ca_file, .cert_file = cfg_.cert_file, .key_file = cfg_.key_file};
   o.keepalive = cfg_.keepalive;
-  // A persistent session: with a fixed --mqtt-client-id the broker queues job reports while we restart.
-  o.clean_start = false;
-  o.session_expiry = std::chrono::hours(24);
+  // A stable client id gets a persistent session: the broker queues reports while we restart and hands them to the
+  // same id afterwards. A random id could never resume its session, and a dead one would stay in the $share/ctrl
+  // group, taking its share of every report, until it expired: so a random id gets a clean session that ends with
+  // the connection (session expiry 0).
+  o.clean_start = random_id_;
+  o.session_expiry = random_id_ ? std::chrono::seconds(0) : cfg_.session_expiry;
   // A rollout may publish one desired state per device in a single tick; the client's default bound (1,000
   // unacknowledged) made larger rollouts lose publishes (bench/fleet_sim.cpp, 10,000 devices).
   o.max_pending_publishes = 200000;
@@ -61,11 +64,11 @@ Status MqttBridge::Start() {
   client_->on_connect([this](bool session_present) {
     metrics_.mqtt_connected = true;
     spdlog::info("mqtt connected as {} (session {})", cfg_.client_id, session_present ? "resumed" : "new");
-    for (const char* f : kSnapshot) (void)client_->Subscribe(f, 1);
+    for (const auto& f : fleet::ControllerSnapshotFilters()) (void)client_->Subscribe(f, 1);
     snapshot_timer_.expires_after(cfg_.snapshot_window);
     snapshot_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || !client_) return;
-      for (const char* f : kSnapshot) (void)client_->Unsubscribe(f);
+      for (const auto& f : fleet::ControllerSnapshotFilters()) (void)client_->Unsubscribe(f);
     });
     if (auto st = engine_->RepublishDesired(); !st) spdlog::error("re-publishing desired: {}", st.error().Message());
   });
@@ -78,7 +81,7 @@ Status MqttBridge::Start() {
     for (int g : granted)
       if (g >= 0x80) spdlog::error("mqtt subscription refused by the broker (reason 0x{:x}): check the ACL", g);
   });
-  for (const char* f : kShared) TUG_TRY(client_->Subscribe(f, 1));
+  for (const auto& f : fleet::ControllerSharedFilters()) TUG_TRY(client_->Subscribe(f, 1));
   return client_->Start();
 }
 
@@ -87,6 +90,7 @@ void MqttBridge::Stop() {
   batch_timer_.cancel();
   timer_armed_ = false;
   while (!queue_.empty() && engine_) Flush();
+  queue_bytes_ = 0;
   if (client_) client_->Stop();
   metrics_.mqtt_connected = false;
 }
@@ -101,35 +105,53 @@ Status MqttBridge::Publish(const std::string& topic, const std::string& payload,
 
 void MqttBridge::OnMessage(const mqtt::Message& m) {
   ++metrics_.mqtt_messages_received;
-  // tug/v1/d/<id>/<leaf...>; device ids never contain '/', so the id is the fourth segment.
-  if (m.topic.rfind(kPrefix, 0) != 0) {
+  // Anything a device sends is hostile until the engine's parsers accepted it: only cheap checks here (topic, size,
+  // queue room), so a flood costs little before it is dropped. Nothing may escape into the MQTT client's loop.
+  try {
+    auto t = fleet::ParseTopic(m.topic);
+    if (!t) return Drop(t.error(), m.topic);
+    if (m.payload.empty()) return;  // a cleared retained message
+    DeviceReport r;
+    switch (t->leaf) {
+      case fleet::Leaf::kPresence: r.kind = DeviceReport::Kind::kPresence; break;
+      case fleet::Leaf::kState: r.kind = DeviceReport::Kind::kState; break;
+      case fleet::Leaf::kJobStatus: r.kind = DeviceReport::Kind::kJobStatus; break;
+      default: return;  // progress and anything else: not used for outcomes
+    }
+    const size_t cap = fleet::MaxPayload(t->leaf, engine_ ? engine_->limits() : fleet::DefaultLimits());
+    if (m.payload.size() > cap)
+      return Drop(Error{fleet::make_error_code(fleet::Reason::kTooLarge),
+                        std::string(fleet::ToString(t->leaf)) + ": " + std::to_string(m.payload.size()) +
+                            " bytes, more than " + std::to_string(cap)},
+                  m.topic);
+    // Bounded: a burst beyond what the engine can apply is dropped and counted, never an unbounded heap. A dropped
+    // state or presence comes back with the retained snapshot on the next connect; a job outcome with the state.
+    if (queue_.size() >= cfg_.queue_max || queue_bytes_ + m.payload.size() > cfg_.queue_max_bytes) {
+      ++metrics_.reports_dropped_queue_full;
+      if (auto skipped = drop_log_.Admit())
+        spdlog::warn("report queue full ({} reports, {} bytes): dropping {} ({} similar lines suppressed)",
+                     queue_.size(), queue_bytes_, m.topic, *skipped);
+      return;
+    }
+    r.device_id = std::move(t->device_id);
+    r.job = std::move(t->job);
+    r.payload = m.payload;
+    queue_bytes_ += r.payload.size();
+    queue_.push_back(std::move(r));
+    ScheduleFlush(queue_.size() >= cfg_.batch_max);
+  } catch (const std::exception& e) {
     ++metrics_.mqtt_messages_invalid;
-    return;
+    if (auto skipped = drop_log_.Admit())
+      spdlog::error("mqtt message on {}: {} ({} similar lines suppressed)", m.topic.substr(0, 200), e.what(), *skipped);
   }
-  const std::string rest = m.topic.substr(std::char_traits<char>::length(kPrefix));
-  const size_t slash = rest.find('/');
-  if (slash == std::string::npos || slash == 0) {
-    ++metrics_.mqtt_messages_invalid;
-    return;
-  }
-  const std::string id = rest.substr(0, slash);
-  const std::string leaf = rest.substr(slash + 1);
-  if (m.payload.empty()) return;  // a cleared retained message
-  DeviceReport r;
-  r.device_id = id;
-  if (leaf == "presence") {
-    r.kind = DeviceReport::Kind::kPresence;
-  } else if (leaf == "state") {
-    r.kind = DeviceReport::Kind::kState;
-  } else if (leaf.rfind("jobs/", 0) == 0 && leaf.size() > 12 && leaf.compare(leaf.size() - 7, 7, "/status") == 0) {
-    r.kind = DeviceReport::Kind::kJobStatus;
-    r.job = leaf.substr(5, leaf.size() - 5 - 7);
-  } else {
-    return;  // progress and anything else: not used for outcomes
-  }
-  r.payload = m.payload;
-  queue_.push_back(std::move(r));
-  ScheduleFlush(queue_.size() >= cfg_.batch_max);
+}
+
+void MqttBridge::Drop(const Error& e, const std::string& topic) {
+  ++metrics_.mqtt_messages_invalid;
+  metrics_.reports_rejected.Add(e);
+  if (auto skipped = drop_log_.Admit())
+    spdlog::warn("dropping mqtt message on {}: {} ({} similar lines suppressed)", topic.substr(0, 200), e.Message(),
+                 *skipped);
 }
 
 void MqttBridge::ScheduleFlush(bool now) {
@@ -159,9 +181,15 @@ void MqttBridge::Flush() {
   std::vector<DeviceReport> batch(std::make_move_iterator(queue_.begin()),
                                   std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(n)));
   queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
-  if (auto st = engine_->OnReports(batch); !st) {
+  for (const auto& r : batch) queue_bytes_ -= std::min(queue_bytes_, r.payload.size());
+  try {
+    if (auto st = engine_->OnReports(batch); !st) {
+      ++metrics_.mqtt_messages_invalid;
+      spdlog::error("processing {} report(s): {}", batch.size(), st.error().Message());
+    }
+  } catch (const std::exception& e) {  // OnReports does not throw; if it ever does, lose the batch, not the process
     ++metrics_.mqtt_messages_invalid;
-    spdlog::error("processing {} report(s): {}", batch.size(), st.error().Message());
+    spdlog::error("processing {} report(s): {}", batch.size(), e.what());
   }
   // More arrived meanwhile (or the batch was capped): they go next, after other handlers (HTTP, the tick) had a turn.
   if (!queue_.empty()) ScheduleFlush(queue_.size() >= cfg_.batch_max);

@@ -29,9 +29,11 @@ bool RunUntil(boost::asio::io_context& io, const std::function<bool()>& cond, st
 }  // namespace
 
 TEST_CASE("a fake device over a real broker is registered, receives the retained desired and succeeds") {
-  auto broker = testsupport::MosquittoServer::Start(testsupport::MosquittoServerOptions{
-      .device_ids = {"dev-1"}, .controller_id = "controller", .plain_listener = false, .max_queued_messages = 1000,
-      .max_inflight_messages = 20, .start_timeout = 10s});
+  testsupport::MosquittoServerOptions bo;  // fields by name: the options grow
+  bo.device_ids = {"dev-1"};
+  bo.controller_id = "controller";
+  bo.plain_listener = false;
+  auto broker = testsupport::MosquittoServer::Start(bo);
   if (!broker && broker.error().Is(Errc::kNotFound)) {
     WARN("mosquitto not installed: " << broker.error().Message());
     return;
@@ -91,7 +93,7 @@ TEST_CASE("a fake device over a real broker is registered, receives the retained
   MqttBridge bridge(io,
                     MqttConfig{.host = b.host(), .port = b.tls_port(), .ca_file = b.ca_file(),
                                .cert_file = ctl_cert->cert, .key_file = ctl_cert->key, .client_id = "",
-                               .keepalive = 5s, .snapshot_window = 2s},
+                               .session_expiry = 24h, .keepalive = 5s, .snapshot_window = 2s},
                     metrics);
   Engine engine(**store, bridge, *core::SystemClock());
   bridge.Attach(&engine);

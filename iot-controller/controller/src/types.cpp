@@ -78,6 +78,13 @@ Result<RolloutSpec> ParseRolloutSpec(const json& j) {
         s.selector_labels[k] = v.get<std::string>();
       }
     }
+    if (sel.contains("operator_labels")) {
+      if (!sel["operator_labels"].is_object()) return Bad("selector.operator_labels", "must be an object of strings");
+      for (const auto& [k, v] : sel["operator_labels"].items()) {
+        if (!v.is_string()) return Bad("selector.operator_labels." + k, "must be a string");
+        s.selector_operator_labels[k] = v.get<std::string>();
+      }
+    }
     if (sel.contains("devices")) {
       if (!sel["devices"].is_array()) return Bad("selector.devices", "must be an array of device ids");
       for (const auto& d : sel["devices"]) {
@@ -139,8 +146,10 @@ json RolloutSpecToJson(const RolloutSpec& s) {
     if (p.percent) o["percent"] = *p.percent;
     phases.push_back(o);
   }
+  nlohmann::json selector{{"labels", s.selector_labels}, {"devices", s.selector_devices}};
+  if (!s.selector_operator_labels.empty()) selector["operator_labels"] = s.selector_operator_labels;
   return {{"release", s.release},
-          {"selector", {{"labels", s.selector_labels}, {"devices", s.selector_devices}}},
+          {"selector", std::move(selector)},
           {"phases", phases},
           {"abort", {{"failure_percent", s.failure_percent}, {"min_devices", s.min_devices}}},
           {"device_timeout", std::to_string(s.device_timeout.count()) + "s"},

@@ -32,6 +32,10 @@ struct Config {
 
 // Parses argv (argv[0] ignored). kInvalidArgument naming the flag or JSON field; "--help" output goes to stdout
 // and yields kCancelled (exit 0).
+// Without mqtt.client_id, the id is DefaultClientId(db).
 Result<Config> ParseConfig(int argc, char** argv);
+
+// The default MQTT client id: stable for one controller (host name and database path), distinct for two.
+std::string DefaultClientId(const std::string& db_path);
 
 }  // namespace tug::controller

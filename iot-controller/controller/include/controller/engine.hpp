@@ -48,6 +48,8 @@
 #include "controller/types.hpp"
 #include "core/clock.hpp"
 #include "core/error.hpp"
+#include "fleet/log_limiter.hpp"
+#include "fleet/messages.hpp"
 
 namespace tug::controller {
 
@@ -65,9 +67,9 @@ struct EngineCounters {
   uint64_t reports_applied = 0;
   uint64_t reports_ignored = 0;  // duplicate, out of order, unknown job or after a terminal outcome
   uint64_t desired_published = 0;
+  fleet::ReasonCounts reports_rejected;  // payloads the fleet parsers refused, per reason (dropped)
+  uint64_t reports_foreign_job = 0;      // job reports for a job this controller did not send the device (dropped)
 };
-
-std::string DeviceTopic(const std::string& device_id, const std::string& leaf);  // "tug/v1/d/<id>/<leaf>"
 
 // One device report as received from MQTT (see Engine::OnReports).
 struct DeviceReport {
@@ -84,6 +86,9 @@ struct EngineOptions {
   int64_t tick_send_batch = 1000;
   // After a report changed a rollout (a slot freed, a device joined or came back), at most this many more.
   int64_t report_send_batch = 8;
+  // Caps on what one device's report may be (and make the Store keep): payload sizes, boot_id, label count and
+  // sizes, error message length. A report beyond them is dropped and counted (reports_rejected).
+  fleet::Limits limits;
 };
 
 // Which devices a rollout report lists (GET /rollouts/{id}?devices=&limit=&after=, docs/api.md). The default lists
@@ -100,8 +105,8 @@ class Engine {
  public:
   Engine(Store& store, Publisher& publisher, const core::Clock& clock, EngineOptions options = {});
 
-  // Device reports, payloads as received (JSON text). Malformed payloads are ignored (logged), not errors;
-  // errors are Store failures only.
+  // Device reports, payloads as received (JSON text). Payloads the fleet parsers refuse are dropped, counted per
+  // reason and logged (rate-limited), not errors; errors are Store failures only. Never throws.
   Status OnPresence(const std::string& device_id, const std::string& payload);
   Status OnState(const std::string& device_id, const std::string& payload);
   Status OnJobStatus(const std::string& device_id, const std::string& job, const std::string& payload);
@@ -144,6 +149,7 @@ class Engine {
   Result<nlohmann::json> RolloutSummary(const std::string& id);
 
   const EngineCounters& counters() const { return counters_; }
+  const fleet::Limits& limits() const { return options_.limits; }
 
   // Tests: compares the in-memory counters of every rollout with a count from the Store; kInternal naming the
   // first difference.
@@ -185,9 +191,9 @@ class Engine {
   Status Count(Live& l);
   Status SaveRow(Live& l, const RolloutDevice& rd, std::optional<Slot> before);
   Status ApplyReport(const DeviceReport& report);
-  Status ApplyPresence(const std::string& device_id, const nlohmann::json& j, std::set<std::string>& touched);
-  Status ApplyState(const std::string& device_id, const nlohmann::json& j, std::set<std::string>& touched);
-  Status ApplyJobReport(const std::string& device_id, const std::string& job, const nlohmann::json& report,
+  Status ApplyPresence(const std::string& device_id, const fleet::Presence& p, std::set<std::string>& touched);
+  Status ApplyState(const std::string& device_id, const fleet::State& s, std::set<std::string>& touched);
+  Status ApplyJobReport(const std::string& device_id, const std::string& job, const fleet::JobStatus& report,
                         std::set<std::string>& touched);
   // Adds the device to every running rollout it matches and is not part of.
   Status Join(const Device& d, std::set<std::string>& touched);
@@ -197,9 +203,9 @@ class Engine {
   Status TickRollout(Live& l, TickMode mode);
   Status SendInstall(Live& l, RolloutDevice& rd, Slot before);
   Status SendRollback(Live& l, RolloutDevice& rd);
-  Status PublishDesired(const std::string& device_id, nlohmann::json desired);
+  Status PublishDesired(const std::string& device_id, fleet::Desired desired);
   Status AbortRollout(Live& l, const std::string& reason);
-  Result<const nlohmann::json*> Envelope(uint64_t release);
+  Result<const std::string*> Envelope(uint64_t release);  // compact JSON text of the release's envelope
   enum class ReportMode { kFull, kText };
   Result<nlohmann::json> Report(const std::string& id, ReportMode mode, std::string* devices_text,
                                 std::string* touched_text);
@@ -218,7 +224,8 @@ class Engine {
   bool join_scan_needed_ = true;
   std::vector<std::string> order_;     // rollout ids in creation order
   std::map<std::string, Live> live_;   // every rollout (small: counters, not rows)
-  std::map<uint64_t, nlohmann::json> envelopes_;  // parsed release envelopes, for one transaction
+  std::map<uint64_t, std::string> envelopes_;  // compact release envelopes, for one transaction
+  fleet::LogLimiter rejected_log_{5};         // at most 5 lines a second about refused reports
   // A desired publish failed (e.g. the MQTT client's pending bound): re-publish pending desired states on the next
   // tick instead of waiting for a reconnect (a rollout would otherwise stall until device_timeout).
   bool republish_needed_ = false;

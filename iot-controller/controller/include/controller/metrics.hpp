@@ -7,12 +7,15 @@
 
 #include "controller/engine.hpp"
 #include "controller/store.hpp"
+#include "fleet/messages.hpp"
 
 namespace tug::controller {
 
 struct Metrics {
   uint64_t mqtt_messages_received = 0;
-  uint64_t mqtt_messages_invalid = 0;  // unknown topic shape or engine error
+  uint64_t mqtt_messages_invalid = 0;  // unknown topic shape, oversized payload or engine error
+  fleet::ReasonCounts reports_rejected;  // dropped by the MQTT bridge before the engine (bad_topic, too_large)
+  uint64_t reports_dropped_queue_full = 0;
   uint64_t http_requests = 0;
   bool mqtt_connected = false;
 };

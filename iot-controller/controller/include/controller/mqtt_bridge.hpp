@@ -7,6 +7,11 @@
 // the retained snapshot of the fleet; the engine ignores what it already has (state seq, idempotent reports).
 // After each connect it re-publishes desired states not yet applied (Engine::RepublishDesired).
 //
+// Every message is checked before it is queued: its topic (fleet::ParseTopic: a device id, a known leaf) and its
+// size (fleet::MaxPayload with the engine's limits); the queue is bounded (queue_max reports, queue_max_bytes).
+// What fails is dropped, counted (Metrics) and logged at most a few lines a second; the payload itself is parsed
+// by the engine. Nothing a device sends can throw out of the bridge.
+//
 // Reports are not applied one by one: they are queued and applied every `batch_window` (or as soon as `batch_max`
 // are queued) with Engine::OnReports, in arrival order, one SQLite transaction per batch. Stop() applies what is
 // still queued.
@@ -27,6 +32,7 @@
 
 #include "controller/engine.hpp"
 #include "controller/metrics.hpp"
+#include "fleet/log_limiter.hpp"
 #include "mqtt/client.hpp"
 
 namespace tug::controller {
@@ -35,11 +41,18 @@ struct MqttConfig {
   std::string host = "127.0.0.1";
   uint16_t port = 8883;
   std::string ca_file, cert_file, key_file;  // TLS unless ca_file is empty (plain: loopback tests only)
-  std::string client_id;                     // empty: controller-<random>
+  // Stable ids get a persistent session (session_expiry) that a restart resumes; empty: controller-<random> with a
+  // clean session that ends with the connection (it could never be resumed, and a dead one must not keep a share
+  // of $share/ctrl). iot-controller's config derives a stable default (config.hpp).
+  std::string client_id;
+  std::chrono::seconds session_expiry{std::chrono::hours(24)};
   std::chrono::seconds keepalive{30};
   std::chrono::milliseconds snapshot_window{std::chrono::seconds(5)};
   std::chrono::milliseconds batch_window{5};  // how long a report may wait for others to share its transaction
   size_t batch_max = 2000;                     // reports per transaction at most
+  // Reports waiting for the engine, at most (beyond: dropped and counted, tug_mqtt_reports_dropped_total).
+  size_t queue_max = 200000;
+  size_t queue_max_bytes = size_t{256} << 20;
 };
 
 class MqttBridge : public Publisher {
@@ -58,6 +71,7 @@ class MqttBridge : public Publisher {
 
  private:
   void OnMessage(const mqtt::Message& m);
+  void Drop(const Error& e, const std::string& topic);
   void ScheduleFlush(bool now);
   void Flush();
 
@@ -69,6 +83,9 @@ class MqttBridge : public Publisher {
   boost::asio::steady_timer snapshot_timer_;
   boost::asio::steady_timer batch_timer_;
   std::deque<DeviceReport> queue_;
+  size_t queue_bytes_ = 0;  // payload bytes in queue_
+  bool random_id_ = false;
+  fleet::LogLimiter drop_log_{5};
   bool timer_armed_ = false;   // batch_timer_ runs a Flush
   bool post_pending_ = false;  // a Flush is posted (the queue reached batch_max)
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // posted handlers check it: the bridge may be gone

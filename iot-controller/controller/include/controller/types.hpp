@@ -57,7 +57,8 @@ struct PhaseSpec {
 
 struct RolloutSpec {
   uint64_t release = 0;
-  Labels selector_labels;                 // all must match (empty: any)
+  Labels selector_labels;                 // all must match the effective labels, device claims included (empty: any)
+  Labels selector_operator_labels;        // all must match labels an operator set (a device cannot claim these)
   std::vector<std::string> selector_devices;  // device must be listed (empty: any)
   std::vector<PhaseSpec> phases;
   double failure_percent = 20;
