@@ -22,13 +22,17 @@ std::string Subject(const std::string& cert) {
   return r->out;
 }
 
-TEST_CASE("The ACL gives devices only their own subtree and the controller every device") {
-  const std::string acl = RenderAcl("ctl");
+TEST_CASE("The ACL gives devices exactly the topics they publish and the controllers every device") {
+  const std::string acl = RenderAcl({"ctl", "ctl-2"});
   CHECK(acl.find("pattern read tug/v1/d/%u/desired\n") != std::string::npos);
   CHECK(acl.find("pattern read tug/v1/d/%u/cmd/req\n") != std::string::npos);
-  CHECK(acl.find("pattern write tug/v1/d/%u/#\n") != std::string::npos);
-  CHECK(acl.find("user ctl\ntopic readwrite tug/v1/d/#\ntopic readwrite $share/ctrl/tug/v1/d/#\n") !=
-        std::string::npos);
+  for (const char* t : {"presence", "state", "jobs/+/status", "jobs/+/progress", "cmd/res"})
+    CHECK(acl.find(std::string("pattern write tug/v1/d/%u/") + t + "\n") != std::string::npos);
+  // No wildcard write: a device cannot publish (and retain) on topics nobody reads.
+  CHECK(acl.find("pattern write tug/v1/d/%u/#") == std::string::npos);
+  for (const char* id : {"ctl", "ctl-2"})
+    CHECK(acl.find(std::string("user ") + id +
+                   "\ntopic readwrite tug/v1/d/#\ntopic readwrite $share/ctrl/tug/v1/d/#\n") != std::string::npos);
   // Nothing grants devices readwrite on a shared prefix.
   CHECK(acl.find("pattern readwrite") == std::string::npos);
 }
@@ -74,6 +78,12 @@ TEST_CASE("Generate writes a CA, verifiable certificates with the right CNs, pri
   CHECK(conf->find("listener 18883 127.0.0.1\n") != std::string::npos);
   CHECK(conf->find("require_certificate true\n") != std::string::npos);
   CHECK(conf->find("use_identity_as_username true\n") != std::string::npos);
+  CHECK(conf->find("use_username_as_clientid true\n") != std::string::npos);
+  CHECK(conf->find("max_packet_size 262144\n") != std::string::npos);
+  CHECK(conf->find("crlfile " + l->crl_file + "\n") != std::string::npos);
+  auto crl = core::Run({"openssl", "crl", "-in", l->crl_file, "-noout", "-CAfile", l->ca.cert});
+  REQUIRE(crl);
+  CHECK(crl->ok());  // a CRL signed by the CA from the start: the broker refuses to start with a missing crlfile
   CHECK(conf->find("acl_file " + l->acl_file) != std::string::npos);
   CHECK(conf->find("allow_anonymous true") == std::string::npos);
   CHECK(conf->find("max_queued_messages 100000\n") != std::string::npos);
@@ -102,6 +112,33 @@ TEST_CASE("Generating again keeps existing certificates and adds new devices") {
   REQUIRE(conf);
   CHECK(conf->find("per_listener_settings true\n") != std::string::npos);
   CHECK(conf->find("listener 11883 127.0.0.1\nallow_anonymous true\n") != std::string::npos);
+}
+
+TEST_CASE("Revoke lists the certificate in the CRL and frees the id for a new certificate") {
+  testsupport::TempDir dir("tug-broker-cfg");
+  BrokerConfigOptions o;
+  o.out_dir = dir.Sub("b");
+  o.device_ids = {"dev-a", "dev-b"};
+  auto l = Generate(o);
+  REQUIRE(l);
+  auto serial = core::Run({"openssl", "x509", "-in", l->devices[0].cert, "-noout", "-serial"});
+  REQUIRE(serial);
+  REQUIRE(Revoke(o.out_dir, "dev-a"));
+  auto crl = core::Run({"openssl", "crl", "-in", l->crl_file, "-noout", "-text"});
+  REQUIRE(crl);
+  INFO(crl->out);
+  const std::string hex = serial->out.substr(serial->out.find('=') + 1, 16);
+  CHECK(crl->out.find(hex.substr(0, 8)) != std::string::npos);
+  CHECK_FALSE(core::DefaultEnv()->Exists(l->devices[0].cert));
+  // The id can get a new certificate (a replaced device), and revoking it again works (no unique-subject clash).
+  auto again = IssueClientCert(o.out_dir, "dev-a", 2);
+  REQUIRE(again);
+  CHECK(Revoke(o.out_dir, "dev-a"));
+  CHECK(Revoke(o.out_dir, "nobody").error().Is(Errc::kNotFound));
+  auto verify_b = core::Run({"openssl", "verify", "-crl_check", "-CAfile", l->ca.cert, "-CRLfile", l->crl_file,
+                             l->devices[1].cert});
+  REQUIRE(verify_b);
+  CHECK(verify_b->ok());
 }
 
 TEST_CASE("A device id that would break the ACL is refused") {

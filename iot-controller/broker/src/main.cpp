@@ -3,6 +3,8 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "broker/broker_config.hpp"
 
@@ -15,6 +17,14 @@ int main(int argc, char** argv) {
   app.add_option("--out", o.out_dir, "output directory")->required();
   app.add_option("--device", o.device_ids, "device id (certificate CN = MQTT user); repeatable");
   app.add_option("--controller", o.controller_id, "controller's MQTT user / certificate CN")->capture_default_str();
+  app.add_option("--more-controller", o.more_controller_ids,
+                 "another controller identity sharing the load (the broker binds client id = certificate CN, so "
+                 "each controller process needs its own); repeatable");
+  std::vector<std::string> revoke;
+  app.add_option("--revoke", revoke,
+                 "revoke this client's certificate (CRL in ca/crl.pem; restart the broker to apply); repeatable");
+  app.add_option("--max-packet-size", o.max_packet_size, "largest MQTT packet a client may send, bytes")
+      ->capture_default_str();
   app.add_option("--bind", o.bind_address, "address of the TLS listener")->capture_default_str();
   app.add_option("--tls-port", o.tls_port, "TLS listener port")->capture_default_str();
   app.add_option("--plain-port", plain_port, "also listen without TLS/ACL on 127.0.0.1:PORT (tests only)");
@@ -38,6 +48,13 @@ int main(int argc, char** argv) {
   if (!layout) {
     std::cerr << "tug-broker-config: " << layout.error().Message() << "\n";
     return 1;
+  }
+  for (const auto& id : revoke) {
+    if (auto st = tug::broker::Revoke(o.out_dir, id); !st) {
+      std::cerr << "tug-broker-config: revoking " << id << ": " << st.error().Message() << "\n";
+      return 1;
+    }
+    std::cout << "revoked: " << id << " (restart mosquitto to refuse it; connected clients stay until then)\n";
   }
   std::cout << "config: " << layout->config_file << "\nca: " << layout->ca.cert << "\nrun: mosquitto -c "
             << layout->config_file << "\n";

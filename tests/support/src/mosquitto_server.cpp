@@ -50,6 +50,8 @@ Result<std::unique_ptr<MosquittoServer>> MosquittoServer::Start(const MosquittoS
     b.out_dir = s->dir_.Sub("broker");
     b.device_ids = opts.device_ids;
     b.controller_id = opts.controller_id;
+    b.more_controller_ids = opts.more_controller_ids;
+    b.max_packet_size = opts.max_packet_size;
     b.tls_port = s->tls_port_;
     if (opts.plain_listener) b.plain_port = s->plain_port_;
     b.max_queued_messages = opts.max_queued_messages;
@@ -90,6 +92,8 @@ MosquittoServer::~MosquittoServer() { process_.Stop(std::chrono::seconds(3)); }
 Result<broker::CertPair> MosquittoServer::Cert(const std::string& client_id) {
   return broker::IssueClientCert(layout_.dir, client_id, 2);
 }
+
+Status MosquittoServer::Revoke(const std::string& client_id) { return broker::Revoke(layout_.dir, client_id); }
 
 Status MosquittoServer::Restart() {
   process_.Stop(std::chrono::seconds(5));

@@ -40,13 +40,24 @@ TEST_CASE("The Mosquitto fixture serves TLS with device certificates and keeps r
 }
 
 TEST_CASE("The plain loopback listener of the fixture needs no certificate") {
-  auto s = MosquittoServer::Start();
+  MosquittoServerOptions o;
+  o.plain_listener = true;
+  auto s = MosquittoServer::Start(o);
   REQUIRE(s);
   REQUIRE((*s)->plain_port() != 0);
   auto pub = core::Run({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string((*s)->plain_port()), "-t", "x/y",
                         "-m", "v", "-r", "-q", "1"});
   REQUIRE(pub);
   CHECK(pub->ok());
+}
+
+TEST_CASE("Without plain_listener the fixture has no anonymous listener") {
+  auto s = MosquittoServer::Start();
+  REQUIRE(s);
+  CHECK((*s)->plain_port() == 0);
+  auto conf = core::Run({"cat", (*s)->config_file()});
+  REQUIRE(conf);
+  CHECK(conf->out.find("allow_anonymous true") == std::string::npos);
 }
 
 }  // namespace

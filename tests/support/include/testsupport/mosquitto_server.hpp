@@ -1,6 +1,7 @@
 // MosquittoServer: a real Mosquitto 2.0 broker on 127.0.0.1 for one test, configured by tug-broker-config's library
-// (iot-controller/broker): mutual-TLS listener with the DESIGN §5 ACL, plus an optional plain loopback listener
-// without ACL, persistence in its temp dir. Start() blocks until every listener accepts TCP (bounded); the
+// (iot-controller/broker): mutual-TLS listener with the ACL of docs/mqtt.md (client id bound to the certificate CN,
+// packet size cap, CRL), plus a plain loopback listener without ACL only for a test that asks for one
+// (plain_listener), persistence in its temp dir. Start() blocks until every listener accepts TCP (bounded); the
 // destructor stops the broker by pid (SIGTERM, then SIGKILL) and removes the directory.
 //
 // Blocking; use from the test thread. Not thread-safe.
@@ -25,7 +26,11 @@ struct MosquittoServerOptions {
   // Certificates generated up front; Cert() makes others on demand.
   std::vector<std::string> device_ids;
   std::string controller_id = "controller";
-  bool plain_listener = true;
+  // Further controller identities with the controller's rights (each controller process needs its own CN).
+  std::vector<std::string> more_controller_ids{};
+  // An anonymous listener without TLS or ACL: only for tests that need one.
+  bool plain_listener = false;
+  int max_packet_size = 256 * 1024;
   int max_queued_messages = 1000;
   int max_inflight_messages = 20;
   std::chrono::milliseconds start_timeout{std::chrono::seconds(10)};
@@ -48,6 +53,8 @@ class MosquittoServer {
   const std::string& controller_id() const { return opts_.controller_id; }
   // {cert, key} for a client whose certificate CN (hence MQTT user) is `client_id`; generated on first use.
   Result<broker::CertPair> Cert(const std::string& client_id);
+  // broker::Revoke on this broker's PKI; takes effect at the next Restart().
+  Status Revoke(const std::string& client_id);
 
   // Stops the broker (SIGTERM: it writes its persistence file) and starts it again on the same ports with the same
   // config; returns when it accepts again. For reconnect tests.
