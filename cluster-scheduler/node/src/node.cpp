@@ -25,6 +25,7 @@
 #include "http/server.hpp"
 #include "node/supervisor.hpp"
 #include "oci/image.hpp"
+#include "sandbox_fs.hpp"
 
 namespace tug::cluster::node {
 namespace {
@@ -45,17 +46,17 @@ std::string Hostname() {
 }
 
 
-// The last `lines` lines of a file, reading at most its last 8 MiB.
-Result<std::string> TailLines(const std::string& path, size_t lines) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return MakeError(Errc::kNotFound, "no log " + path);
-  f.seekg(0, std::ios::end);
-  const auto size = static_cast<int64_t>(f.tellg());
-  const int64_t from = std::max<int64_t>(0, size - (8 << 20));
-  f.seekg(from);
-  std::string text(static_cast<size_t>(size - from), '\0');
-  f.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<size_t>(f.gcount()));
+// What the logs endpoint reads of a log file at most: its last 8 MiB.
+constexpr size_t kMaxLogRead = 8 << 20;
+
+// The last `lines` lines of `name` in a task's sandbox, reading at most its last kMaxLogRead bytes. The file is
+// opened with sandbox_fs (relative to the sandbox's fd, O_NOFOLLOW|O_NONBLOCK, a regular file only): a task that
+// replaced its stdout with a symlink to a host file, or with a FIFO, gets an error, never the host file's content
+// or a stuck API thread.
+Result<std::string> TailLines(const std::string& sandbox, const std::string& name, size_t lines) {
+  TUG_ASSIGN_OR_RETURN(auto dir, sandbox_fs::OpenDir(sandbox));
+  TUG_ASSIGN_OR_RETURN(auto fd, sandbox_fs::OpenRegularAt(dir.get(), name));
+  TUG_ASSIGN_OR_RETURN(auto text, sandbox_fs::ReadTail(fd.get(), kMaxLogRead));
   size_t pos = text.size();
   if (pos > 0 && text[pos - 1] == '\n') --pos;
   size_t found = 0;
@@ -146,11 +147,14 @@ struct Node::Impl {
       }
       tail = std::clamp<size_t>(tail, 1, 100000);
       const std::string sandbox = view && !view->sandbox.empty() ? view->sandbox : runner->SandboxOf(id);
-      auto text = TailLines(core::JoinPath(sandbox, stream), tail);
+      auto text = TailLines(sandbox, stream, tail);
       if (!text && !view)
         return http::JsonError(404, "unknown task " + id + " (never ran here, or its sandbox was garbage-collected "
                                                               "before this node's last restart)");
-      if (!text) return http::JsonError(404, "no " + stream + " for task " + id);
+      if (!text && text.error().Is(Errc::kNotFound)) return http::JsonError(404, "no " + stream + " for task " + id);
+      // The task replaced its log with something else (a symlink, a FIFO, a hard link): not served.
+      if (!text) return http::JsonError(409, "task " + id + ": its " + stream + " cannot be read: " +
+                                                 text.error().Message());
       return Text(200, std::move(*text));
     }
     return http::JsonError(404, "no route for " + path);
@@ -319,14 +323,16 @@ Result<Attributes> ParseAttributes(std::string_view text) {
 int Main(int argc, char** argv) {
   // The hidden supervisor mode comes first: it must not parse the daemon's flags or set up logging.
   if (argc >= 2 && std::string(argv[1]) == "supervise") {
-    std::string sandbox;
-    for (int i = 2; i + 1 < argc; ++i)
+    std::string sandbox, state_dir;
+    for (int i = 2; i + 1 < argc; ++i) {
       if (std::string(argv[i]) == "--sandbox") sandbox = argv[i + 1];
-    if (sandbox.empty()) {
-      std::fprintf(stderr, "cluster-node supervise: --sandbox DIR is required\n");
+      if (std::string(argv[i]) == "--state-dir") state_dir = argv[i + 1];
+    }
+    if (sandbox.empty() || state_dir.empty()) {
+      std::fprintf(stderr, "cluster-node supervise: --sandbox DIR and --state-dir DIR are required\n");
       return 2;
     }
-    return SuperviseMain(sandbox);
+    return SuperviseMain(sandbox, state_dir);
   }
 
   CLI::App app{

@@ -19,6 +19,7 @@
 
 #include "core/env.hpp"
 #include "model/types.hpp"
+#include "sandbox_fs.hpp"
 
 namespace tug::cluster::node {
 namespace {
@@ -65,18 +66,22 @@ void Log(const std::string& msg) {
   std::fflush(stderr);
 }
 
-// A task output file capped at `max` bytes: the current file is renamed to ".1" (replacing the older one) when the
-// next write would pass the cap, so at most 2 * max bytes per stream stay on disk.
+// A task output file capped at `max` bytes, at most 2 * max per stream on disk. Its fd was opened (sandbox_fs)
+// before the task existed and is kept for good: when the next write would pass the cap, the content is copied through
+// this fd into a new file created exclusively (O_EXCL|O_NOFOLLOW) in the sandbox, renamed over "<name>.1", and this
+// file is truncated. Whatever the task does to the names meanwhile, no path in the sandbox is opened again, so a
+// symlink it plants is never written through.
 class LogFile {
  public:
-  LogFile(std::string path, uint64_t max) : path_(std::move(path)), max_(max) { Open(false); }
-  ~LogFile() {
-    if (fd_ >= 0) ::close(fd_);
+  LogFile(int dir, std::string name, sandbox_fs::Fd fd, uint64_t max)
+      : dir_(dir), name_(std::move(name)), fd_(std::move(fd)), max_(max) {
+    struct stat st{};
+    size_ = ::fstat(fd_.get(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   }
   void Write(const char* p, size_t n) {
     if (max_ > 0 && size_ > 0 && size_ + n > max_) Rotate();
-    while (n > 0 && fd_ >= 0) {
-      ssize_t w = ::write(fd_, p, n);
+    while (n > 0) {
+      ssize_t w = ::write(fd_.get(), p, n);
       if (w < 0) {
         if (errno == EINTR) continue;
         return;  // disk full: the task keeps running, its output is lost
@@ -88,34 +93,49 @@ class LogFile {
   }
 
  private:
-  void Open(bool truncate) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0644);
-    struct stat st{};
-    size_ = (fd_ >= 0 && ::fstat(fd_, &st) == 0) ? static_cast<uint64_t>(st.st_size) : 0;
-  }
   void Rotate() {
-    if (fd_ >= 0) ::close(fd_);
-    ::rename(path_.c_str(), (path_ + ".1").c_str());
-    Open(true);
+    const std::string rotated = name_ + ".1";
+    const std::string tmp = sandbox_fs::TempName(rotated);
+    if (auto out = sandbox_fs::CreateExclusiveAt(dir_, tmp, 0644)) {
+      struct stat st{};
+      if (::fstat(fd_.get(), &st) == 0 && ::fchown(out->get(), st.st_uid, st.st_gid) != 0) {
+        // Owned by the supervisor's user then: still readable by the task (0644).
+      }
+      // The last `max_` bytes at most: the task may have appended to the file itself.
+      const uint64_t size = static_cast<uint64_t>(st.st_size);
+      uint64_t off = size > max_ ? size - max_ : 0;
+      char buf[65536];
+      bool ok = true;
+      while (ok && off < size) {
+        ssize_t r = ::pread(fd_.get(), buf, sizeof buf, static_cast<off_t>(off));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) ok = false;
+        if (r <= 0) break;
+        off += static_cast<uint64_t>(r);
+        for (ssize_t done = 0; ok && done < r;) {
+          ssize_t w = ::write(out->get(), buf + done, static_cast<size_t>(r - done));
+          if (w < 0 && errno == EINTR) continue;
+          ok = w > 0;
+          done += w > 0 ? w : 0;
+        }
+      }
+      if (!ok || ::renameat(dir_, tmp.c_str(), dir_, rotated.c_str()) != 0) ::unlinkat(dir_, tmp.c_str(), 0);
+    }
+    // O_APPEND: the next write goes to offset 0.
+    if (::ftruncate(fd_.get(), 0) == 0) size_ = 0;
   }
-  std::string path_;
+  int dir_;  // the sandbox, owned by SuperviseMain
+  std::string name_;
+  sandbox_fs::Fd fd_;
   uint64_t max_;
-  int fd_ = -1;
   uint64_t size_ = 0;
 };
 
-Status WritePidFileAtomic(const std::string& path, pid_t pid) {
+// Not fsynced: after a host crash every process is gone anyway; the rename keeps readers from a torn file.
+Status WritePidFile(int state_dir, const char* name, pid_t pid) {
   auto st = ProcessStartTime(pid);
-  std::string text = std::to_string(pid) + " " + std::to_string(st ? *st : 0) + "\n";
-  // Not fsynced: after a host crash every process is gone anyway; the rename keeps readers from a torn file.
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << text;
-    if (!f) return ErrnoError(errno, "writing " + tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError(errno, "renaming " + tmp);
-  return {};
+  return sandbox_fs::ReplaceFileAt(state_dir, name, std::to_string(pid) + " " + std::to_string(st ? *st : 0) + "\n",
+                                   /*durable=*/false);
 }
 
 ExitStatus StartFailure(std::string why) {
@@ -124,10 +144,9 @@ ExitStatus StartFailure(std::string why) {
   return st;
 }
 
-int WriteExit(const std::string& sandbox, ExitStatus st) {
+int WriteExit(int state_dir, ExitStatus st) {
   st.finished_at = NowSeconds();
-  auto w = core::WriteFileDurable(*core::DefaultEnv(), core::JoinPath(sandbox, "exit_status.json"),
-                                  ToJson(st).dump() + "\n");
+  auto w = sandbox_fs::ReplaceFileAt(state_dir, kExitStatusFile, ToJson(st).dump() + "\n", /*durable=*/true);
   if (!w) {
     Log("cannot record the exit status: " + w.error().Message());
     return 1;
@@ -222,13 +241,11 @@ json ToJson(const ExitStatus& s) {
   return j;
 }
 
-Result<std::optional<ExitStatus>> ReadExitStatus(const std::string& sandbox) {
-  const std::string path = core::JoinPath(sandbox, "exit_status.json");
-  auto* env = core::DefaultEnv();
-  if (!env->Exists(path)) return std::optional<ExitStatus>();
-  TUG_ASSIGN_OR_RETURN(auto text, env->ReadFile(path));
+Result<std::optional<ExitStatus>> ReadExitStatus(const std::string& state_dir) {
+  TUG_ASSIGN_OR_RETURN(auto text, sandbox_fs::ReadSmallFile(state_dir, kExitStatusFile, 64 << 10));
+  if (!text) return std::optional<ExitStatus>();
   try {
-    auto j = json::parse(text);
+    auto j = json::parse(*text);
     ExitStatus s;
     if (j.contains("code")) s.code = j["code"].get<int>();
     if (j.contains("signal")) s.signal = j["signal"].get<int>();
@@ -236,12 +253,14 @@ Result<std::optional<ExitStatus>> ReadExitStatus(const std::string& sandbox) {
     s.finished_at = j.value("finished_at", 0.0);
     return std::optional<ExitStatus>(s);
   } catch (const std::exception& e) {
-    return MakeError(Errc::kProtocol, path + ": " + e.what());
+    return MakeError(Errc::kProtocol, core::JoinPath(state_dir, kExitStatusFile) + ": " + e.what());
   }
 }
 
-std::optional<PidFile> ReadPidFile(const std::string& path) {
-  std::ifstream f(path);
+std::optional<PidFile> ReadPidFile(const std::string& dir, const std::string& name) {
+  auto text = sandbox_fs::ReadSmallFile(dir, name, 4096);
+  if (!text || !*text) return std::nullopt;
+  std::istringstream f(**text);
   PidFile p;
   long pid = 0;
   if (!(f >> pid >> p.start_time) || pid <= 0) return std::nullopt;
@@ -268,7 +287,7 @@ bool ProcessAlive(pid_t pid, uint64_t start_time) {
   return true;
 }
 
-int SuperviseMain(const std::string& sandbox) {
+int SuperviseMain(const std::string& sandbox, const std::string& state_dir) {
   ::setsid();  // the node already did; harmless (EPERM) then
   ::signal(SIGPIPE, SIG_IGN);
   ::signal(SIGHUP, SIG_IGN);
@@ -278,22 +297,43 @@ int SuperviseMain(const std::string& sandbox) {
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
 
-  if (auto w = WritePidFileAtomic(core::JoinPath(sandbox, "supervisor.pid"), ::getpid()); !w)
-    Log(w.error().Message());
+  // Every directory and file is opened once, here, before the task exists; only these fds are used afterwards.
+  auto state = sandbox_fs::OpenDir(state_dir);
+  if (!state) {
+    Log("cannot open the supervisor dir: " + state.error().Message());
+    return 1;
+  }
+  const int state_fd = state->get();
+  if (auto w = WritePidFile(state_fd, kSupervisorPidFile, ::getpid()); !w) Log(w.error().Message());
 
-  auto text = core::DefaultEnv()->ReadFile(core::JoinPath(sandbox, "launch.json"));
-  if (!text) return WriteExit(sandbox, StartFailure(text.error().Message()));
+  auto text = sandbox_fs::ReadSmallFileAt(state_fd, kLaunchFile);
+  if (!text) return WriteExit(state_fd, StartFailure(text.error().Message()));
+  if (!*text) return WriteExit(state_fd, StartFailure(std::string(kLaunchFile) + " is missing"));
   Result<LaunchSpec> spec = MakeError(Errc::kInvalidArgument, "launch.json: not JSON");
   try {
-    spec = LaunchSpecFromJson(json::parse(*text));
+    spec = LaunchSpecFromJson(json::parse(**text));
   } catch (const std::exception&) {
   }
-  if (!spec) return WriteExit(sandbox, StartFailure(spec.error().Message()));
+  if (!spec) return WriteExit(state_fd, StartFailure(spec.error().Message()));
+
+  auto box = sandbox_fs::OpenDir(sandbox);
+  if (!box) return WriteExit(state_fd, StartFailure("opening the sandbox: " + box.error().Message()));
+  sandbox_fs::Fd other_cwd;
+  if (!spec->cwd.empty() && spec->cwd != sandbox) {
+    auto d = sandbox_fs::OpenDir(spec->cwd);
+    if (!d) return WriteExit(state_fd, StartFailure("opening the working directory: " + d.error().Message()));
+    other_cwd = std::move(*d);
+  }
+  const int cwd_fd = other_cwd ? other_cwd.get() : box->get();
+  auto out_fd = sandbox_fs::OpenAppendAt(box->get(), "stdout");
+  if (!out_fd) return WriteExit(state_fd, StartFailure("the sandbox's stdout: " + out_fd.error().Message()));
+  auto err_fd = sandbox_fs::OpenAppendAt(box->get(), "stderr");
+  if (!err_fd) return WriteExit(state_fd, StartFailure("the sandbox's stderr: " + err_fd.error().Message()));
 
   const std::string exe = ResolveExecutable(spec->argv[0], spec->env);
   int out_pipe[2], err_pipe[2], fail_pipe[2];
   if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0 || ::pipe2(fail_pipe, O_CLOEXEC) != 0)
-    return WriteExit(sandbox, StartFailure(std::string("pipe: ") + std::strerror(errno)));
+    return WriteExit(state_fd, StartFailure(std::string("pipe: ") + std::strerror(errno)));
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   std::vector<char*> argv, envp;
   for (auto& a : spec->argv) argv.push_back(a.data());
@@ -302,7 +342,7 @@ int SuperviseMain(const std::string& sandbox) {
   envp.push_back(nullptr);
 
   pid_t pid = ::fork();
-  if (pid < 0) return WriteExit(sandbox, StartFailure(std::string("fork: ") + std::strerror(errno)));
+  if (pid < 0) return WriteExit(state_fd, StartFailure(std::string("fork: ") + std::strerror(errno)));
   if (pid == 0) {
     // Child: async-signal-safe calls only until exec.
     ::setpgid(0, 0);
@@ -320,7 +360,7 @@ int SuperviseMain(const std::string& sandbox) {
     ::dup2(devnull, 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
-    if (!spec->cwd.empty() && ::chdir(spec->cwd.c_str()) != 0) ChildFail(fail_pipe[1], kCwd);
+    if (::fchdir(cwd_fd) != 0) ChildFail(fail_pipe[1], kCwd);
     ::signal(SIGPIPE, SIG_DFL);
     ::signal(SIGHUP, SIG_DFL);
     sigset_t none;
@@ -347,13 +387,13 @@ int SuperviseMain(const std::string& sandbox) {
     ::waitpid(pid, &status, 0);
     std::string what = StageName(failure.stage);
     if (failure.stage == kExec) what += " " + exe;
-    return WriteExit(sandbox, StartFailure(what + ": " + std::strerror(failure.err)));
+    return WriteExit(state_fd, StartFailure(what + ": " + std::strerror(failure.err)));
   }
-  if (auto w = WritePidFileAtomic(core::JoinPath(sandbox, "task.pid"), pid); !w) Log(w.error().Message());
+  if (auto w = WritePidFile(state_fd, kTaskPidFile, pid); !w) Log(w.error().Message());
   Log("started task pid " + std::to_string(pid) + ": " + exe);
 
-  LogFile out(core::JoinPath(sandbox, "stdout"), spec->log_max_bytes);
-  LogFile err(core::JoinPath(sandbox, "stderr"), spec->log_max_bytes);
+  LogFile out(box->get(), "stdout", std::move(*out_fd), spec->log_max_bytes);
+  LogFile err(box->get(), "stderr", std::move(*err_fd), spec->log_max_bytes);
   int fds[2] = {out_pipe[0], err_pipe[0]};
   LogFile* files[2] = {&out, &err};
   char buf[65536];
@@ -407,7 +447,7 @@ int SuperviseMain(const std::string& sandbox) {
   ExitStatus st;
   if (WIFEXITED(status)) st.code = WEXITSTATUS(status);
   else if (WIFSIGNALED(status)) st.signal = WTERMSIG(status);
-  return WriteExit(sandbox, st);
+  return WriteExit(state_fd, st);
 }
 
 }  // namespace tug::cluster::node

@@ -30,6 +30,7 @@
 #include "limits.hpp"
 #include "node/supervisor.hpp"
 #include "probe.hpp"
+#include "sandbox_fs.hpp"
 
 namespace tug::cluster::node {
 namespace {
@@ -58,18 +59,16 @@ std::string NewUuid() {
   return buf;
 }
 
-// The last non-empty line of a task's stderr (bounded), to make a failure message say something useful.
-std::string LastLine(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return "";
-  std::fseek(f, 0, SEEK_END);
-  long size = std::ftell(f);
-  long from = std::max(0L, size - 1024);
-  std::fseek(f, from, SEEK_SET);
-  std::string buf(static_cast<size_t>(size - from), '\0');
-  size_t n = std::fread(buf.data(), 1, buf.size(), f);
-  std::fclose(f);
-  buf.resize(n);
+// The last non-empty line of a task's stderr (its last 1 KiB at most, opened with sandbox_fs), to make a failure
+// message say something useful. Empty when the task replaced its stderr with something that is not a plain file.
+std::string LastLine(const std::string& sandbox) {
+  auto dir = sandbox_fs::OpenDir(sandbox);
+  if (!dir) return "";
+  auto fd = sandbox_fs::OpenRegularAt(dir->get(), "stderr");
+  if (!fd) return "";
+  auto tail = sandbox_fs::ReadTail(fd->get(), 1024);
+  if (!tail) return "";
+  std::string buf = std::move(*tail);
   while (!buf.empty() && (buf.back() == '\n' || buf.back() == '\r' || buf.back() == ' ')) buf.pop_back();
   auto nl = buf.rfind('\n');
   std::string line = nl == std::string::npos ? buf : buf.substr(nl + 1);
@@ -96,15 +95,16 @@ std::string SelfExe() {
   return std::string(buf, static_cast<size_t>(n));
 }
 
-// Starts `<exe> supervise --sandbox DIR` in a new session with its own output in DIR/supervisor.log. Everything the
-// child does before exec is async-signal-safe (this process has other threads).
-Result<pid_t> SpawnSupervisor(const std::string& exe, const std::string& sandbox) {
-  std::vector<std::string> args{exe, "supervise", "--sandbox", sandbox};
+// Starts `<exe> supervise --sandbox DIR --state-dir DIR` in a new session with its own output in the (node-private)
+// state dir's supervisor.log. Everything the child does before exec is async-signal-safe (this process has other
+// threads).
+Result<pid_t> SpawnSupervisor(const std::string& exe, const std::string& sandbox, const std::string& state_dir) {
+  std::vector<std::string> args{exe, "supervise", "--sandbox", sandbox, "--state-dir", state_dir};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  const std::string log_path = core::JoinPath(sandbox, "supervisor.log");
-  int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const std::string log_path = core::JoinPath(state_dir, kSupervisorLogFile);
+  int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (log < 0) return ErrnoError(errno, "opening " + log_path);
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   pid_t pid = ::fork();
@@ -136,6 +136,10 @@ struct Task {
   TaskState state = TaskState::kStaging;
   std::string dir;  // escaped id
   std::string sandbox;
+  // Where the supervisor's files are (supervisor.hpp): work_dir/supervisor/<dir>, or the sandbox itself for a task
+  // an older node started (private_state false; checkpoints without the field).
+  std::string state_dir;
+  bool private_state = true;
   std::string bundle;
   bool container = false;
   std::string container_id;
@@ -193,6 +197,7 @@ json CheckpointJson(const Task& t) {
          {"framework_id", t.info.framework_id},
          {"state", TaskStateName(t.state)},
          {"container", t.container},
+         {"private_state", t.private_state},
          {"container_id", t.container_id},
          {"supervisor_pid", t.supervisor_pid},
          {"supervisor_start", t.supervisor_start},
@@ -227,6 +232,7 @@ Result<std::unique_ptr<Task>> TaskFromCheckpoint(const json& j) {
     if (!state) return MakeError(Errc::kInvalidArgument, "unknown state");
     t->state = *state;
     t->container = j.value("container", false);
+    t->private_state = j.value("private_state", false);
     t->container_id = j.value("container_id", "");
     t->supervisor_pid = j.value("supervisor_pid", 0);
     t->supervisor_start = j.value("supervisor_start", uint64_t{0});
@@ -326,13 +332,14 @@ class TaskRunner::Impl {
         tasks_dir(core::JoinPath(o.work_dir, "tasks")),
         containers_dir(core::JoinPath(o.work_dir, "containers")),
         images_dir(core::JoinPath(o.work_dir, "images")),
+        supervisor_dir(core::JoinPath(o.work_dir, "supervisor")),
         gc_dir(core::JoinPath(o.work_dir, "meta/gc")),
         trash_dir(core::JoinPath(o.work_dir, "trash")),
         runc(o.runc, core::JoinPath(o.work_dir, "runc")),
         images(images_dir) {}
 
   const RunnerOptions& opts;
-  const std::string meta_dir, tasks_dir, containers_dir, images_dir, gc_dir, trash_dir;
+  const std::string meta_dir, tasks_dir, containers_dir, images_dir, supervisor_dir, gc_dir, trash_dir;
   Runc runc;
   ImageCache images;  // thread-safe on its own; taken after `mu` when both are held, never the other way
   Trash trash;
@@ -494,6 +501,12 @@ class TaskRunner::Impl {
         }
         paths->push_back(*to);
       }
+      // The supervisor dir goes with it (after the sandbox: a crash in between leaves a dir RecoverGc trashes).
+      if (const std::string state = core::JoinPath(supervisor_dir, e->dir); core::DefaultEnv()->Exists(state)) {
+        if (auto to = MoveToTrash(state, trash_dir)) paths->push_back(*to);
+        else spdlog::warn("gc: task {}: moving its supervisor dir to the trash failed: {}", e->task_id,
+                          to.error().Message());
+      }
       (void)core::DefaultEnv()->RemoveFile(GcRecordPath(e->dir));
       images.Release(e->dir);
       MarkCollected(e->task_id, now);
@@ -560,7 +573,8 @@ class TaskRunner::Impl {
     // Otherwise the launch worker (not started yet) or the monitor (pid not known yet) finishes the kill.
   }
 
-  void Finish(Task& t, const ExitStatus& es, Actions& actions) {
+  // `stderr_line`: the last line of the task's stderr, read (outside `mu`) when the task failed.
+  void Finish(Task& t, const ExitStatus& es, const std::string& stderr_line, Actions& actions) {
     TaskState s;
     std::string message, reason;
     if (!es.error.empty()) {
@@ -578,20 +592,20 @@ class TaskRunner::Impl {
     } else {
       s = TaskState::kFailed;
       message = es.Describe();
-      std::string line = LastLine(core::JoinPath(t.sandbox, "stderr"));
-      if (!line.empty()) message += "; stderr: " + line;
+      if (!stderr_line.empty()) message += "; stderr: " + stderr_line;
       reason = kReasonCommandExited;
     }
     Emit(t, s, message, reason);
     ScheduleCleanup(t, actions);
   }
 
-  void FinishLost(Task& t, Actions& actions) {
+  // `orphan`: the task's main process, found still running (outside `mu`) after its supervisor vanished.
+  void FinishLost(Task& t, const std::optional<PidFile>& orphan, Actions& actions) {
     std::string message = "the task's supervisor (pid " + std::to_string(t.supervisor_pid) +
                           ") is gone without recording an exit status (killed, or the host restarted)";
-    if (auto tp = ReadPidFile(core::JoinPath(t.sandbox, "task.pid")); tp && ProcessAlive(tp->pid, tp->start_time)) {
+    if (orphan) {
       // An unsupervised task could exit unnoticed: stop it rather than leave it running untracked.
-      ::killpg(tp->pid, SIGKILL);
+      ::killpg(orphan->pid, SIGKILL);
       message += "; the orphaned task was killed";
     }
     Emit(t, TaskState::kFailed, message, kReasonSupervisorGone);
@@ -625,16 +639,21 @@ class TaskRunner::Impl {
     TaskLimits limits;
   };
 
-  Result<Prepared> Prepare(const TaskInfo& info, const std::string& sandbox, const std::string& bundle,
-                           const std::string& container_id, const std::string& dir,
+  Result<Prepared> Prepare(const TaskInfo& info, const std::string& sandbox, const std::string& state_dir,
+                           const std::string& bundle, const std::string& container_id, const std::string& dir,
                            const std::shared_ptr<std::atomic<bool>>& cancel) {
     auto* env = core::DefaultEnv();
     // A sandbox left by an earlier task with this id (or by an interrupted launch) must not leak its exit status.
     TUG_TRY(env->RemoveAll(sandbox));
+    TUG_TRY(env->RemoveAll(state_dir));
     TUG_TRY(env->CreateDirs(sandbox));
+    TUG_TRY(env->CreateDirs(state_dir));
+    if (::chmod(state_dir.c_str(), 0700) != 0) return ErrnoError(errno, "chmod " + state_dir);
+    TUG_ASSIGN_OR_RETURN(auto box, sandbox_fs::OpenDir(sandbox));
+    std::vector<sandbox_fs::Fd> logs;  // chowned below for command.user
     for (const char* f : {"stdout", "stderr"}) {
-      TUG_ASSIGN_OR_RETURN(auto file, env->NewWritableFile(core::JoinPath(sandbox, f)));
-      TUG_TRY(file->Close());
+      TUG_ASSIGN_OR_RETURN(auto fd, sandbox_fs::CreateExclusiveAt(box.get(), f));
+      logs.push_back(std::move(fd));
     }
     Prepared p;
     p.spec.cwd = sandbox;
@@ -700,9 +719,10 @@ class TaskRunner::Impl {
           return MakeError(Errc::kNotFound, "user '" + cmd.user + "' does not exist on this node");
         p.spec.uid = found->pw_uid;
         p.spec.gid = found->pw_gid;
-        for (const char* f : {"", "/stdout", "/stderr"})
-          if (::chown((sandbox + f).c_str(), found->pw_uid, found->pw_gid) != 0)
-            return ErrnoError(errno, "chown " + sandbox + f);
+        if (::fchown(box.get(), found->pw_uid, found->pw_gid) != 0) return ErrnoError(errno, "chown " + sandbox);
+        for (const auto& fd : logs)
+          if (::fchown(fd.get(), found->pw_uid, found->pw_gid) != 0)
+            return ErrnoError(errno, "chown of the logs in " + sandbox);
       }
       CgroupSupport cg = cgroups;
       if (!opts.use_cgroups) {
@@ -713,7 +733,7 @@ class TaskRunner::Impl {
       p.spec.cgroup_procs = p.limits.procs_files;
       p.spec.rlimit_data = p.limits.rlimit_data;
     }
-    auto st = core::WriteFileDurable(*env, core::JoinPath(sandbox, "launch.json"), ToJson(p.spec).dump(1) + "\n");
+    auto st = core::WriteFileDurable(*env, core::JoinPath(state_dir, kLaunchFile), ToJson(p.spec).dump(1) + "\n");
     if (!st) {
       CleanupCgroups(p.limits.cgroup_dirs);
       return tl::unexpected(st.error());
@@ -723,7 +743,7 @@ class TaskRunner::Impl {
 
   void LaunchWorker(const std::string& id) {
     TaskInfo info;
-    std::string sandbox, bundle, container_id, dir;
+    std::string sandbox, state_dir, bundle, container_id, dir;
     std::shared_ptr<std::atomic<bool>> cancel;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -731,12 +751,13 @@ class TaskRunner::Impl {
       if (!t) return;
       info = t->info;
       sandbox = t->sandbox;
+      state_dir = t->state_dir;
       bundle = t->bundle;
       container_id = t->container_id;
       dir = t->dir;
       cancel = t->cancel_launch;
     }
-    auto prepared = Prepare(info, sandbox, bundle, container_id, dir, cancel);
+    auto prepared = Prepare(info, sandbox, state_dir, bundle, container_id, dir, cancel);
     Actions actions;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -761,7 +782,7 @@ class TaskRunner::Impl {
       } else {
         t->limits = prepared->limits.description;
         t->cgroups = prepared->limits.cgroup_dirs;
-        auto pid = SpawnSupervisor(opts.supervisor_exe, sandbox);
+        auto pid = SpawnSupervisor(opts.supervisor_exe, sandbox, state_dir);
         if (!pid) {
           Emit(*t, TaskState::kFailed, "starting the supervisor: " + pid.error().Message(), kReasonLaunchFailed);
           ScheduleCleanup(*t, actions);
@@ -863,20 +884,70 @@ class TaskRunner::Impl {
 
   // ---- monitor ----
 
+  // What the monitor reads about one task: its supervisor dir's files, its stderr, /proc. Gathered outside `mu`
+  // (Observe), applied under it (Apply), so nothing a task can make slow ever runs under the lock.
+  struct Observation {
+    std::string id;
+    pid_t supervisor_pid = 0;
+    uint64_t supervisor_start = 0;
+    std::string state_dir, sandbox;
+    bool want_task_pid = false;
+    // Results.
+    std::optional<PidFile> task_pid;
+    Result<std::optional<ExitStatus>> exit = std::optional<ExitStatus>();
+    bool supervisor_alive = true;
+    std::optional<PidFile> orphan;  // supervisor gone without an exit status, its task still running
+    std::string stderr_line;        // for a failure's message
+  };
+
+  static void Observe(Observation& o) {
+    if (o.want_task_pid) o.task_pid = ReadPidFile(o.state_dir, kTaskPidFile);
+    o.exit = ReadExitStatus(o.state_dir);
+    if (o.exit && !*o.exit) {
+      o.supervisor_alive = ProcessAlive(o.supervisor_pid, o.supervisor_start);
+      if (!o.supervisor_alive) {
+        // The supervisor may have written the file just before exiting.
+        auto again = ReadExitStatus(o.state_dir);
+        o.exit = again && *again ? std::move(again) : Result<std::optional<ExitStatus>>(std::optional<ExitStatus>());
+        if (!*o.exit) {
+          if (auto tp = ReadPidFile(o.state_dir, kTaskPidFile); tp && ProcessAlive(tp->pid, tp->start_time))
+            o.orphan = tp;
+        }
+      }
+    }
+    if (o.exit && *o.exit && (*o.exit)->error.empty() && !(*o.exit)->Success()) o.stderr_line = LastLine(o.sandbox);
+  }
+
   void Tick() {
     Actions actions;
     std::vector<std::thread> finished;
+    std::vector<Observation> seen;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& [id, t] : tasks)
+        if (!IsTerminal(t->state) && !t->launching && t->supervisor_pid > 0) {
+          Observation& o = seen.emplace_back();
+          o.id = id;
+          o.supervisor_pid = t->supervisor_pid;
+          o.supervisor_start = t->supervisor_start;
+          o.state_dir = t->state_dir;
+          o.sandbox = t->sandbox;
+          o.want_task_pid = t->task_pid == 0;
+        }
+    }
+    for (auto& o : seen) Observe(o);
     {
       std::lock_guard<std::mutex> lock(mu);
       const auto now = SteadyClock::now();
+      for (const auto& o : seen) {
+        Task* t = Find(o.id);
+        // Skipped when it changed meanwhile (ended, relaunched); the next tick looks again.
+        if (t && !IsTerminal(t->state) && !t->launching && t->supervisor_pid == o.supervisor_pid)
+          Apply(*t, o, now, actions);
+      }
       std::vector<std::string> ids;
       for (auto& [id, t] : tasks) ids.push_back(id);
-      for (const auto& id : ids) {
-        Task* t = Find(id);
-        if (!t) continue;
-        if (!IsTerminal(t->state) && !t->launching && t->supervisor_pid > 0) Check(*t, now, actions);
-        MaybeForget(id);
-      }
+      for (const auto& id : ids) MaybeForget(id);
       finished = TakeFinishedWorkers();
       for (auto it = children.begin(); it != children.end();) {
         int status = 0;
@@ -888,34 +959,31 @@ class TaskRunner::Impl {
     for (auto& th : finished) th.join();
   }
 
-  void Check(Task& t, SteadyClock::time_point now, Actions& actions) {
-    if (t.task_pid == 0) {
-      if (auto tp = ReadPidFile(core::JoinPath(t.sandbox, "task.pid"))) {
-        t.task_pid = tp->pid;
-        Checkpoint(t);
-      }
+  void Apply(Task& t, const Observation& o, SteadyClock::time_point now, Actions& actions) {
+    if (t.task_pid == 0 && o.task_pid) {
+      t.task_pid = o.task_pid->pid;
+      Checkpoint(t);
     }
     if (t.state == TaskState::kStarting && t.task_pid > 0) {
       Emit(t, TaskState::kRunning, "running as pid " + std::to_string(t.task_pid) + "; limits: " + t.limits);
       MaybeStartHealth(t);
     }
-    auto es = ReadExitStatus(t.sandbox);
-    if (!es) {
-      Emit(t, TaskState::kFailed, "unreadable exit status: " + es.error().Message(), kReasonSupervisorGone);
+    if (!o.exit) {
+      // Only a task an older node started can do this (its status files are in its sandbox): one that replaced
+      // exit_status.json by a FIFO or a symlink. It is stopped rather than left running untracked.
+      if (t.task_pid > 0) SendSignal(t, SIGKILL, actions);
+      Emit(t, TaskState::kFailed, "unreadable exit status: " + o.exit.error().Message(), kReasonSupervisorGone);
       ScheduleCleanup(t, actions);
       return;
     }
-    if (*es) {
-      if (t.state == TaskState::kStarting && es->value().error.empty())
+    if (*o.exit) {
+      if (t.state == TaskState::kStarting && o.exit->value().error.empty())
         Emit(t, TaskState::kRunning, "running; limits: " + t.limits);
-      Finish(t, **es, actions);
+      Finish(t, **o.exit, o.stderr_line, actions);
       return;
     }
-    if (!ProcessAlive(t.supervisor_pid, t.supervisor_start)) {
-      // The supervisor may have written the file just before exiting.
-      auto again = ReadExitStatus(t.sandbox);
-      if (again && *again) Finish(t, **again, actions);
-      else FinishLost(t, actions);
+    if (!o.supervisor_alive) {
+      FinishLost(t, o.orphan, actions);
       return;
     }
     // Signals only while the supervisor lives and has recorded no exit: until then the task's process group is
@@ -1018,7 +1086,16 @@ class TaskRunner::Impl {
       for (const auto& dir : *dirs)
         if (!live_dirs.count(dir) && !gc_pending.count(dir)) AdoptOrphanSandbox(dir);
     }
-    // Deletions a previous runner did not finish.
+    // Supervisor dirs whose sandbox is gone (a crash between GC's two renames, or an interrupted launch): nothing
+    // refers to them any more.
+    if (auto dirs = env->ListDir(supervisor_dir)) {
+      for (const auto& dir : *dirs) {
+        if (live_dirs.count(dir) || gc_pending.count(dir) || env->Exists(core::JoinPath(tasks_dir, dir))) continue;
+        if (auto to = MoveToTrash(core::JoinPath(supervisor_dir, dir), trash_dir); !to)
+          spdlog::warn("gc: moving the leftover supervisor dir {} to the trash failed: {}", dir, to.error().Message());
+      }
+    }
+    // Deletions a previous runner did not finish (and the leftovers just moved).
     if (auto left = env->ListDir(trash_dir); left && !left->empty()) {
       Trash::Batch b;
       for (const auto& n : *left) b.paths.push_back(core::JoinPath(trash_dir, n));
@@ -1056,15 +1133,19 @@ class TaskRunner::Impl {
   // node lost track of, e.g. a corrupt checkpoint) keeps it: its output still goes there.
   void AdoptOrphanSandbox(const std::string& dir) {
     const std::string sandbox = core::JoinPath(tasks_dir, dir);
-    if (auto sp = ReadPidFile(core::JoinPath(sandbox, "supervisor.pid")); sp && ProcessAlive(sp->pid, sp->start_time))
-      return;
-    auto ended = MtimeSeconds(core::JoinPath(sandbox, "exit_status.json"));
+    const std::string private_dir = core::JoinPath(supervisor_dir, dir);
+    // An older node kept the supervisor's files in the sandbox; sandbox_fs reads either safely.
+    const std::string state = core::DefaultEnv()->Exists(private_dir) ? private_dir : sandbox;
+    if (auto sp = ReadPidFile(state, kSupervisorPidFile); sp && ProcessAlive(sp->pid, sp->start_time)) return;
+    std::optional<double> ended;
+    if (auto st = sandbox_fs::StatNoFollow(state, kExitStatusFile))
+      ended = static_cast<double>(st->st_mtim.tv_sec) + static_cast<double>(st->st_mtim.tv_nsec) / 1e9;
     if (!ended) ended = MtimeSeconds(sandbox);
     if (!ended) return;
     std::string task_id = dir;  // best effort for logs: the escaped id
-    if (auto launch = core::DefaultEnv()->ReadFile(core::JoinPath(sandbox, "launch.json"))) {
+    if (auto launch = sandbox_fs::ReadSmallFile(state, kLaunchFile); launch && *launch) {
       try {
-        auto j = json::parse(*launch);
+        auto j = json::parse(**launch);
         for (const auto& kv : j.value("env", std::vector<std::string>{}))
           if (kv.rfind("TASK_ID=", 0) == 0) task_id = kv.substr(8);
       } catch (const std::exception&) {
@@ -1100,6 +1181,7 @@ class TaskRunner::Impl {
       Task& task = **t;
       task.dir = (task.foreign ? "foreign-" : "") + EscapeTaskId(task.info.task_id);
       task.sandbox = core::JoinPath(tasks_dir, task.dir);
+      task.state_dir = task.private_state ? core::JoinPath(supervisor_dir, task.dir) : task.sandbox;
       task.bundle = core::JoinPath(containers_dir, task.dir);
       const std::string id = task.info.task_id;
       tasks[id] = std::move(*t);
@@ -1111,7 +1193,7 @@ class TaskRunner::Impl {
       }
       if (r.supervisor_pid == 0) {
         // The node died between checkpointing the launch and recording the supervisor: it may have started.
-        if (auto sp = ReadPidFile(core::JoinPath(r.sandbox, "supervisor.pid"))) {
+        if (auto sp = ReadPidFile(r.state_dir, kSupervisorPidFile)) {
           r.supervisor_pid = sp->pid;
           r.supervisor_start = sp->start_time;
           Checkpoint(r);
@@ -1120,12 +1202,15 @@ class TaskRunner::Impl {
       if (r.supervisor_pid == 0) {
         spdlog::info("task {}: its launch was interrupted by the node's restart; launching again", id);
         r.launching = true;
+        r.private_state = true;  // launched again in this node's layout
+        r.state_dir = core::JoinPath(supervisor_dir, r.dir);
         relaunch.push_back(id);
         continue;
       }
       r.term_sent = false;  // a kill in progress starts over: TERM again, then a fresh grace period
       if (ProcessAlive(r.supervisor_pid, r.supervisor_start))
-        spdlog::info("task {}: re-attached (supervisor pid {}, {})", id, r.supervisor_pid, TaskStateName(r.state));
+        spdlog::info("task {}: re-attached (supervisor pid {}, {}){}", id, r.supervisor_pid, TaskStateName(r.state),
+                     r.private_state ? "" : "; started by an older node, its supervisor files are in its sandbox");
       if (r.state == TaskState::kRunning) MaybeStartHealth(r);
     }
     // Containers and bundles of tasks that are no longer running (or unknown) are leftovers of a crash.
@@ -1177,8 +1262,11 @@ Result<std::unique_ptr<TaskRunner>> TaskRunner::Open(RunnerOptions opts) {
   if (::access(opts.supervisor_exe.c_str(), X_OK) != 0)
     return MakeError(Errc::kNotFound, "supervisor binary " + opts.supervisor_exe + " is not executable");
   auto* env = core::DefaultEnv();
-  for (const char* d : {"meta/tasks", "meta/gc", "tasks", "containers", "images", "runc", "trash"})
+  for (const char* d : {"meta/tasks", "meta/gc", "tasks", "containers", "images", "runc", "trash", "supervisor"})
     TUG_TRY(env->CreateDirs(core::JoinPath(opts.work_dir, d)));
+  // Node-private: the supervisors' files (supervisor.hpp) are nobody else's business, tasks' least of all.
+  if (const auto d = core::JoinPath(opts.work_dir, "supervisor"); ::chmod(d.c_str(), 0700) != 0)
+    return ErrnoError(errno, "chmod " + d);
   std::unique_ptr<TaskRunner> r(new TaskRunner(std::move(opts)));
   auto& impl = *r->impl_;
   const std::string lock_path = core::JoinPath(r->opts_.work_dir, "lock");
@@ -1230,6 +1318,7 @@ bool TaskRunner::Launch(TaskInfo info, const std::string& framework_id) {
   t->info = std::move(info);
   t->dir = EscapeTaskId(t->info.task_id);
   t->sandbox = core::JoinPath(impl.tasks_dir, t->dir);
+  t->state_dir = core::JoinPath(impl.supervisor_dir, t->dir);
   t->bundle = core::JoinPath(impl.containers_dir, t->dir);
   t->container = !t->info.container.image.empty();
   if (t->container) t->container_id = ContainerId(t->info.task_id, impl.node_key);

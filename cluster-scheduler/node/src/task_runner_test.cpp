@@ -131,7 +131,8 @@ TEST_CASE("a restarted runner re-attaches to its running task and reads the exit
   // The task ends while no runner watches: its supervisor records the status durably.
   const std::string sandbox = dir.path() + "/tasks/long";
   std::ofstream(sandbox + "/go").put('\n');
-  REQUIRE(testsupport::WaitFor([&] { return core::DefaultEnv()->Exists(sandbox + "/exit_status.json"); }, 10s));
+  const std::string exit_status = dir.path() + "/supervisor/long/exit_status.json";  // node-private, not the sandbox
+  REQUIRE(testsupport::WaitFor([&] { return core::DefaultEnv()->Exists(exit_status); }, 10s));
   {
     auto runner = OpenRunner(dir.path());
     REQUIRE(WaitState(*runner, "long", TaskState::kFailed, 5s));
