@@ -400,6 +400,7 @@ RunResult RunOnce(const Options& opts, int n) {
   testsupport::MosquittoServerOptions bo;
   bo.max_queued_messages = opts.max_queued;
   bo.max_inflight_messages = opts.max_inflight;
+  bo.plain_listener = !opts.tls_devices;  // the anonymous listener exists only when the run asks for it
   auto broker = Must(testsupport::MosquittoServer::Start(bo), "mosquitto");
   testsupport::TempDir dir("tug-fleet-sim");
 
