@@ -185,7 +185,7 @@ int Main(int argc, char** argv) {
     if (json) {
       nlohmann::json o{{"active", StatusSlotJson(s->active)}, {"previous", StatusSlotJson(s->previous)},
                        {"job", job}, {"ratchet", s->ratchet}};
-      std::cout << o.dump(2) << "\n";
+      std::cout << o.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
       return 0;
     }
     auto line = [](const char* label, const std::optional<SlotView>& v) {

@@ -13,10 +13,14 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <spdlog/spdlog.h>
 #include <thread>
 
 #include "core/env.hpp"
+#include "fleet/log_limiter.hpp"
+#include "fleet/messages.hpp"
+#include "fleet/topics.hpp"
 #include "mqtt/client.hpp"
 
 namespace tug::agent {
@@ -37,16 +41,21 @@ std::string RandomId() {
   return buf;
 }
 
-
-json StateSlotJson(const std::optional<SlotView>& v) {
-  if (!v) return nullptr;
-  return {{"slot", v->record.slot}, {"digest", v->record.digest}, {"version", v->record.version},
-          {"name", v->record.name}, {"status", ToString(v->record.status)}, {"running", v->running}};
+std::optional<fleet::SlotInfo> WireSlot(const std::optional<SlotView>& v) {
+  if (!v) return std::nullopt;
+  fleet::SlotInfo s;
+  s.slot = v->record.slot;
+  s.digest = v->record.digest;
+  s.version = v->record.version;
+  s.name = v->record.name;
+  s.status = ToString(v->record.status);
+  s.running = v->running;
+  return s;
 }
 
-json ErrorJson(const std::optional<JobError>& e) {
-  if (!e) return nullptr;
-  return {{"code", e->code}, {"retryable", e->retryable}, {"message", e->message}};
+std::optional<fleet::JobError> WireError(const std::optional<JobError>& e) {
+  if (!e) return std::nullopt;
+  return fleet::JobError{e->code, e->retryable, e->message};
 }
 
 std::string Resolve(const std::string& base_dir, const std::string& p) {
@@ -87,7 +96,12 @@ class Daemon {
         runtime_(dir_.runc_root()),
         applied_(dir_.root() + "/applied_v"),
         boot_id_(RandomId()),
-        prefix_("tug/v1/d/" + cfg.device_id + "/"),
+        prefix_(fleet::DevicePrefix(cfg.device_id)),
+        presence_topic_(fleet::PresenceTopic(cfg.device_id)),
+        state_topic_(fleet::StateTopic(cfg.device_id)),
+        desired_topic_(fleet::DesiredTopic(cfg.device_id)),
+        cmd_req_topic_(fleet::CmdReqTopic(cfg.device_id)),
+        cmd_res_topic_(fleet::CmdResTopic(cfg.device_id)),
         signals_(io_, SIGTERM, SIGINT),
         supervise_timer_(io_) {}
 
@@ -105,6 +119,8 @@ class Daemon {
     uo.registry.password = cfg_.registry_password;
     uo.commit_window = cfg_.commit_window;
     uo.healthcheck_timeout = cfg_.healthcheck_timeout;
+    // As `device-agent --repository`: a release signed for another repository of the same root is refused.
+    uo.expected_repository = cfg_.repository;
     // A device on 4G waits out long outages: only attempts without progress count, up to about an hour.
     uo.fetch.max_attempts = 150;
     uo.fetch.max_backoff = 30s;
@@ -122,7 +138,7 @@ class Daemon {
     if (!cfg_.mqtt.ca_file.empty()) mo.tls = mqtt::TlsOptions{cfg_.mqtt.ca_file, cfg_.mqtt.cert_file, cfg_.mqtt.key_file};
     mo.keepalive = cfg_.mqtt.keepalive;
     mo.session_expiry = cfg_.mqtt.session_expiry;
-    mo.will = mqtt::Will{prefix_ + "presence", Presence(false), 1, true};
+    mo.will = mqtt::Will{presence_topic_, Presence(false), 1, true};
     mqtt_ = std::make_unique<mqtt::Client>(io_, mo);
     mqtt_->on_connect([this](bool) { OnConnect(); });
     mqtt_->on_message([this](const mqtt::Message& m) { OnMessage(m); });
@@ -132,8 +148,8 @@ class Daemon {
       spdlog::error("mqtt: {}", st.error().Message());
       return 1;
     }
-    (void)mqtt_->Subscribe(prefix_ + "desired", 1);
-    (void)mqtt_->Subscribe(prefix_ + "cmd/req", 1);
+    (void)mqtt_->Subscribe(desired_topic_, 1);
+    (void)mqtt_->Subscribe(cmd_req_topic_, 1);
 
     worker_ = std::thread([this] { WorkerLoop(); });
     // Boot-time recovery first: finish or undo what a crash interrupted, and make sure the app runs.
@@ -143,7 +159,7 @@ class Daemon {
     });
     signals_.async_wait([this](const boost::system::error_code&, int sig) {
       spdlog::info("signal {}: going offline", sig);
-      (void)mqtt_->Publish(prefix_ + "presence", Presence(false), 1, true);
+      (void)mqtt_->Publish(presence_topic_, Presence(false), 1, true);
       // Let the offline presence go out before DISCONNECT (which suppresses the Will).
       auto t = std::make_shared<asio::steady_timer>(io_, 300ms);
       t->async_wait([this, t](const boost::system::error_code&) {
@@ -152,7 +168,8 @@ class Daemon {
       });
     });
     ScheduleSupervise();
-    spdlog::info("device {} running (platform {}, state {})", cfg_.device_id, platform_, dir_.root());
+    spdlog::info("device {} running (platform {}, state {}{})", cfg_.device_id, platform_, dir_.root(),
+                 cfg_.repository.empty() ? "" : ", releases of " + cfg_.repository + " only");
     io_.run();
     StopWorker();
     return 0;
@@ -161,138 +178,166 @@ class Daemon {
  private:
   // ---- io thread ----
   std::string Presence(bool online) const {
-    return json{{"online", online}, {"boot_id", boot_id_}, {"ts", core::FormatRfc3339(core::SystemClock()->Now())}}
-        .dump();
+    fleet::Presence p;
+    p.online = online;
+    p.boot_id = boot_id_;
+    p.ts = core::FormatRfc3339(core::SystemClock()->Now());
+    return fleet::Serialize(p);
   }
 
   void OnConnect() {
     spdlog::info("MQTT connected");
-    (void)mqtt_->Publish(prefix_ + "presence", Presence(true), 1, true);
-    if (!last_state_.empty()) (void)mqtt_->Publish(prefix_ + "state", last_state_, 1, true);
+    (void)mqtt_->Publish(presence_topic_, Presence(true), 1, true);
+    if (!last_state_.empty()) (void)mqtt_->Publish(state_topic_, last_state_, 1, true);
     Enqueue([this] { PublishState(); });
   }
 
   void OnMessage(const mqtt::Message& m) {
-    if (m.topic == prefix_ + "desired") return OnDesired(m.payload);
-    if (m.topic == prefix_ + "cmd/req") return OnCommand(m);
+    // Nothing from the broker may take the daemon (and with it the app's supervision) down.
+    try {
+      if (m.topic == desired_topic_) return OnDesired(m.payload);
+      if (m.topic == cmd_req_topic_) return OnCommand(m);
+    } catch (const std::exception& e) {
+      spdlog::error("handling a message on {}: {}", m.topic, e.what());
+    }
   }
 
+  // A message that failed validation: counted (sent in the state's "rejected"), logged at most 5 lines a second.
+  void Rejected(const char* what, const Error& e) {
+    rejected_.Add(e);
+    auto skipped = reject_log_.Admit();
+    if (!skipped) return;  // a flood: neither the log nor the state publications follow it
+    spdlog::warn("ignoring malformed {}: {} ({} similar lines suppressed)", what, e.Message(), *skipped);
+    Enqueue([this] { PublishState(); });
+  }
+
+  // Validated before anything is queued or persisted. applied_v is persisted only once the release verified
+  // (the job reached ACCEPTED, see OnTransition) or a rollback ran: a desired whose release fails verification
+  // leaves applied_v alone, so it cannot block later rollouts whatever its v.
   void OnDesired(const std::string& payload) {
     if (payload.empty()) return;  // retained message cleared
-    json d;
-    try {
-      d = json::parse(payload);
-    } catch (const std::exception& e) {
-      spdlog::warn("ignoring malformed desired state: {}", e.what());
+    auto d = fleet::ParseDesired(payload);
+    if (!d) return Rejected("desired state", d.error());
+    const uint64_t v = d->v;
+    if (v <= applied_.get() || in_flight_v_.count(v)) {
+      spdlog::debug("desired v{} already applied or queued (applied_v {})", v, applied_.get());
       return;
     }
-    const uint64_t v = d.value("v", uint64_t{0});
-    if (v <= applied_.get() || v <= queued_v_) {
-      spdlog::debug("desired v{} already applied (applied_v {})", v, applied_.get());
-      return;
-    }
-    queued_v_ = v;
-    const std::string job = d.value("job", "job-v" + std::to_string(v));
-    std::string envelope;
-    if (d.contains("release")) envelope = d["release"].is_string() ? d["release"].get<std::string>() : d["release"].dump();
-    const bool rollback = d.value("action", "") == "rollback";
-    Enqueue([this, v, job, envelope, rollback] {
-      if (auto st = applied_.Set(v); !st) spdlog::error("persisting applied_v: {}", st.error().Message());
-      if (rollback) {
-        current_job_ = job;
-        auto st = updater_->Rollback(job);
-        if (!st) {
-          // Nothing to roll back to (or an update in flight): say so on the job topic, the controller counts it.
-          json status{{"state", "FAILED"}, {"seq", 0}, {"boot_id", boot_id_},
-                      {"error", {{"code", "rollback"}, {"retryable", false}, {"message", st.error().Message()}}}};
-          asio::post(io_, [this, topic = prefix_ + "jobs/" + job + "/status", body = status.dump()] {
-            (void)mqtt_->Publish(topic, body, 1, false);
-          });
-        }
-        PublishState();
-        return;
-      }
-      if (envelope.empty()) {
-        spdlog::warn("desired v{} has no release", v);
-        PublishState();
-        return;
-      }
-      spdlog::info("job {}: desired v{}", job, v);
-      auto st = updater_->Install(envelope, job);
-      if (!st) spdlog::warn("job {}: {}", job, st.error().Message());
-      PublishState();
+    in_flight_v_.insert(v);
+    Enqueue([this, desired = std::move(*d)] {
+      ApplyDesired(desired);
+      asio::post(io_, [this, v = desired.v] { in_flight_v_.erase(v); });
     });
   }
 
+  // ---- worker thread ----
+  void ApplyDesired(const fleet::Desired& d) {
+    if (d.v <= applied_.get()) return;  // a later desired was applied while this one waited
+    if (d.action == fleet::Desired::Action::kRollback) {
+      current_job_ = d.job;
+      auto st = updater_->Rollback(d.job);
+      // Taken on whatever the outcome: nothing to roll back to is an answer, not something to retry.
+      PersistApplied(d.v);
+      if (!st) {
+        // Nothing to roll back to (or an update in flight): say so on the job topic, the controller counts it.
+        fleet::JobStatus status;
+        status.state = "FAILED";
+        status.boot_id = boot_id_;
+        status.error = fleet::JobError{"rollback", false, st.error().Message()};
+        PublishJobStatus(d.job, fleet::Serialize(status));
+      }
+      PublishState();
+      return;
+    }
+    spdlog::info("job {}: desired v{}", d.job, d.v);
+    pending_ = PendingDesired{d.v, d.job};
+    auto st = updater_->Install(d.release, d.job);
+    pending_.reset();
+    if (!st) spdlog::warn("job {}: {}", d.job, st.error().Message());
+    PublishState();
+  }
+
+  void PersistApplied(uint64_t v) {
+    if (v <= applied_.get()) return;
+    if (auto st = applied_.Set(v); !st) spdlog::error("persisting applied_v: {}", st.error().Message());
+  }
+
+  void PublishJobStatus(const std::string& job, std::string body) {
+    if (!fleet::ValidJobId(job)) return;  // e.g. a CLI job id with a space: not a topic level
+    asio::post(io_, [this, topic = fleet::JobStatusTopic(cfg_.device_id, job), body = std::move(body)] {
+      (void)mqtt_->Publish(topic, body, 1, false);
+    });
+  }
+
+  // ---- io thread ----
   void OnCommand(const mqtt::Message& in) {
     // The broker lets a device write only below its own prefix: answer on cmd/res unless the requester asked for
     // a topic there (an answer elsewhere would be dropped silently by the ACL).
     mqtt::Message m = in;
-    if (m.response_topic && m.response_topic->rfind(prefix_, 0) != 0) m.response_topic = prefix_ + "cmd/res";
-    if (!m.response_topic) m.response_topic = prefix_ + "cmd/res";
-    json req;
-    std::string cmd;
-    try {
-      req = json::parse(m.payload);
-      cmd = req.value("cmd", "");
-    } catch (...) {
-    }
+    if (m.response_topic && m.response_topic->rfind(prefix_, 0) != 0) m.response_topic = cmd_res_topic_;
+    if (!m.response_topic) m.response_topic = cmd_res_topic_;
     auto respond = [this, m](bool ok, const std::string& error, json result) {
       if (!m.response_topic) return;
       mqtt::PublishProperties p;
       p.correlation_data = m.correlation_data;
       p.message_expiry = 60s;
-      json r{{"ok", ok}, {"result", std::move(result)}};
-      if (!ok) r["error"] = error;
-      auto post = [this, topic = *m.response_topic, body = r.dump(), p] {
+      fleet::CmdResponse r;
+      r.ok = ok;
+      r.error = error;
+      r.result = std::move(result);
+      auto post = [this, topic = *m.response_topic, body = fleet::Serialize(r), p] {
         (void)mqtt_->Publish(topic, body, 1, false, p);
       };
       asio::post(io_, post);
     };
-    if (cmd == "cancel") {
-      updater_->RequestCancel();  // thread-safe; also covers a job left behind by a crash:
-      Enqueue([this, respond] {
-        auto st = updater_->Cancel();
-        respond(true, "", st ? "cancelled a pending job" : "cancel requested");
-        PublishState();
-      });
-    } else if (cmd == "rollback") {
-      Enqueue([this, respond] {
-        auto st = updater_->Rollback();
-        respond(st.has_value(), st ? "" : st.error().Message(), nullptr);
-        PublishState();
-      });
-    } else if (cmd == "restart") {
-      Enqueue([this, respond] {
-        auto st = updater_->RestartApp();
-        respond(st.has_value(), st ? "" : st.error().Message(), nullptr);
-        PublishState();
-      });
-    } else if (cmd == "report") {
-      Enqueue([this, m] {
-        PublishState();
-        // Queued behind the state publication on the io thread, so it answers with the state just published.
-        asio::post(io_, [this, m] {
-          if (!m.response_topic) return;
-          mqtt::PublishProperties p;
-          p.correlation_data = m.correlation_data;
-          p.message_expiry = 60s;
-          json r{{"ok", true}, {"result", last_state_.empty() ? json(nullptr) : json::parse(last_state_)}};
-          (void)mqtt_->Publish(*m.response_topic, r.dump(), 1, false, p);
+    auto req = fleet::ParseCmdRequest(m.payload);
+    if (!req) {
+      Rejected("command", req.error());
+      return respond(false, "malformed command: " + req.error().Message(), nullptr);
+    }
+    switch (req->cmd) {
+      case fleet::Command::kCancel:
+        updater_->RequestCancel();  // thread-safe; also covers a job left behind by a crash:
+        Enqueue([this, respond] {
+          auto st = updater_->Cancel();
+          respond(true, "", st ? "cancelled a pending job" : "cancel requested");
+          PublishState();
         });
-      });
-    } else if (cmd == "logs") {
-      Enqueue([this, respond] {
-        auto s = updater_->GetStatus();
-        std::string tail;
-        if (s && s->active) {
-          if (auto text = core::DefaultEnv()->ReadFile(dir_.slot(s->active->record.slot) + "/container.log"))
-            tail = text->size() > 16384 ? text->substr(text->size() - 16384) : *text;
-        }
-        respond(true, "", tail);
-      });
-    } else {
-      respond(false, "unknown command '" + cmd + "' (cancel, rollback, restart, report, logs)", nullptr);
+        break;
+      case fleet::Command::kRollback:
+        Enqueue([this, respond] {
+          auto st = updater_->Rollback();
+          respond(st.has_value(), st ? "" : st.error().Message(), nullptr);
+          PublishState();
+        });
+        break;
+      case fleet::Command::kRestart:
+        Enqueue([this, respond] {
+          auto st = updater_->RestartApp();
+          respond(st.has_value(), st ? "" : st.error().Message(), nullptr);
+          PublishState();
+        });
+        break;
+      case fleet::Command::kReport:
+        Enqueue([this, respond] {
+          PublishState();
+          // Queued behind the state publication on the io thread, so it answers with the state just published.
+          asio::post(io_, [this, respond] {
+            respond(true, "", last_state_.empty() ? json(nullptr) : json::parse(last_state_, nullptr, false));
+          });
+        });
+        break;
+      case fleet::Command::kLogs:
+        Enqueue([this, respond] {
+          auto s = updater_->GetStatus();
+          std::string tail;
+          if (s && s->active) {
+            if (auto text = core::DefaultEnv()->ReadFile(dir_.slot(s->active->record.slot) + "/container.log"))
+              tail = text->size() > 16384 ? text->substr(text->size() - 16384) : *text;
+          }
+          respond(true, "", tail);  // the app's bytes as they are: the serializer replaces what is not UTF-8
+        });
+        break;
     }
   }
 
@@ -309,18 +354,25 @@ class Daemon {
 
   // ---- worker thread ----
   void OnTransition(const Journal& j) {
-    json status{{"state", ToString(j.state)}, {"seq", j.seq}, {"boot_id", boot_id_}, {"error", ErrorJson(j.error)}};
-    asio::post(io_, [this, topic = prefix_ + "jobs/" + j.job_id + "/status", body = status.dump()] {
-      (void)mqtt_->Publish(topic, body, 1, false);
-    });
+    // The release verified (Install records ACCEPTED only after VerifyRelease): the desired is taken on.
+    if (pending_ && j.job_id == pending_->job && j.state == UpdateState::kAccepted) PersistApplied(pending_->v);
+    fleet::JobStatus status;
+    status.state = ToString(j.state);
+    status.seq = j.seq;
+    status.boot_id = boot_id_;
+    status.error = WireError(j.error);
+    PublishJobStatus(j.job_id, fleet::Serialize(status));
     current_job_ = j.job_id;
     PublishState();
   }
 
   void OnProgress(const std::string& phase, uint64_t bytes, uint64_t total) {
-    if (current_job_.empty()) return;
-    json p{{"phase", phase}, {"bytes", bytes}, {"total", total}};
-    asio::post(io_, [this, topic = prefix_ + "jobs/" + current_job_ + "/progress", body = p.dump()] {
+    if (current_job_.empty() || !fleet::ValidJobId(current_job_)) return;
+    fleet::Progress p;
+    p.phase = phase;
+    p.bytes = bytes;
+    p.total = total;
+    asio::post(io_, [this, topic = fleet::JobProgressTopic(cfg_.device_id, current_job_), body = fleet::Serialize(p)] {
       (void)mqtt_->Publish(topic, body, 0, false);  // QoS 0: fine to lose while offline
     });
   }
@@ -332,21 +384,28 @@ class Daemon {
       return;
     }
     auto free_bytes = core::DefaultEnv()->FreeBytes(dir_.root());
-    json state{{"boot_id", boot_id_},
-               {"applied_v", applied_.get()},
-               {"active", StateSlotJson(s->active)},
-               {"previous", StateSlotJson(s->previous)},
-               {"job", {{"id", s->job.job_id}, {"phase", ToString(s->job.state)}, {"seq", s->job.seq},
-                        {"error", ErrorJson(s->job.error)}}},
-               {"ratchet", s->ratchet},
-               {"arch", platform_},
-               {"agent_version", kAgentVersion},
-               {"free_bytes", free_bytes ? *free_bytes : 0},
-               {"labels", cfg_.labels}};
-    asio::post(io_, [this, state]() mutable {
-      state["seq"] = ++state_seq_;
-      last_state_ = state.dump();
-      (void)mqtt_->Publish(prefix_ + "state", last_state_, 1, true);
+    fleet::State state;
+    state.boot_id = boot_id_;
+    state.applied_v = applied_.get();
+    state.active = WireSlot(s->active);
+    state.previous = WireSlot(s->previous);
+    state.job.id = s->job.job_id;
+    state.job.phase = ToString(s->job.state);
+    state.job.seq = s->job.seq;
+    state.job.error = WireError(s->job.error);
+    state.ratchet = s->ratchet;
+    state.arch = platform_;
+    state.agent_version = kAgentVersion;
+    state.free_bytes = free_bytes ? *free_bytes : 0;
+    state.labels = cfg_.labels;
+    asio::post(io_, [this, state = std::move(state)]() mutable {
+      state.seq = ++state_seq_;
+      for (size_t i = 1; i <= fleet::kReasonCount; ++i) {
+        const auto r = static_cast<fleet::Reason>(i);
+        if (rejected_[r] > 0) state.rejected[fleet::ToString(r)] = rejected_[r];
+      }
+      last_state_ = fleet::Serialize(state);
+      (void)mqtt_->Publish(state_topic_, last_state_, 1, true);
     });
   }
 
@@ -388,6 +447,7 @@ class Daemon {
   AppliedVersion applied_;
   std::string boot_id_;
   std::string prefix_;
+  std::string presence_topic_, state_topic_, desired_topic_, cmd_req_topic_, cmd_res_topic_;
   std::string platform_;
   asio::io_context io_;
   asio::signal_set signals_;
@@ -399,7 +459,14 @@ class Daemon {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stopping_ = false;
-  uint64_t queued_v_ = 0;     // io thread
+  std::set<uint64_t> in_flight_v_;  // io thread: desired versions queued for the worker, not done yet
+  fleet::ReasonCounts rejected_;     // io thread: malformed desired/cmd messages, per reason
+  fleet::LogLimiter reject_log_{5};
+  struct PendingDesired {
+    uint64_t v;
+    std::string job;
+  };
+  std::optional<PendingDesired> pending_;  // worker thread: the desired being installed
   uint64_t state_seq_ = 0;    // io thread
   std::string last_state_;    // io thread
   std::string current_job_;   // worker thread
@@ -417,6 +484,7 @@ Result<DaemonConfig> LoadDaemonConfig(const std::string& path) {
     c.state_dir = Resolve(base, j.value("state_dir", c.state_dir));
     c.platform = j.value("platform", "");
     if (j.contains("labels")) c.labels = j["labels"].get<std::map<std::string, std::string>>();
+    c.repository = j.value("repository", "");
     if (j.contains("mqtt")) {
       auto& m = j["mqtt"];
       c.mqtt.host = m.value("host", c.mqtt.host);
@@ -439,7 +507,18 @@ Result<DaemonConfig> LoadDaemonConfig(const std::string& path) {
   } catch (const std::exception& e) {
     return MakeError(Errc::kInvalidArgument, path + ": " + e.what());
   }
-  if (c.device_id.empty()) return MakeError(Errc::kInvalidArgument, path + ": device_id is empty");
+  if (!fleet::ValidDeviceId(c.device_id))
+    return MakeError(Errc::kInvalidArgument, path + ": device_id must be 1..64 of [A-Za-z0-9._-]");
+  // The state carries the labels: more or longer than the controller accepts would get every state refused.
+  const fleet::Limits& l = fleet::DefaultLimits();
+  if (c.labels.size() > l.labels)
+    return MakeError(Errc::kInvalidArgument, path + ": labels: at most " + std::to_string(l.labels));
+  for (const auto& [k, v] : c.labels)
+    if (k.empty() || k.size() > l.label_key_bytes || v.size() > l.label_value_bytes || !fleet::ValidUtf8(k) ||
+        !fleet::ValidUtf8(v))
+      return MakeError(Errc::kInvalidArgument, path + ": labels." + k + ": key 1.." +
+                                                   std::to_string(l.label_key_bytes) + " bytes, value up to " +
+                                                   std::to_string(l.label_value_bytes) + ", UTF-8");
   return c;
 }
 

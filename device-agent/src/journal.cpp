@@ -49,7 +49,7 @@ std::string SerializeJournal(const Journal& j) {
   o["entered_at"] = core::FormatRfc3339(j.entered_at);
   o["deadline"] = core::FormatRfc3339(j.deadline);
   if (j.error) o["error"] = {{"code", j.error->code}, {"retryable", j.error->retryable}, {"message", j.error->message}};
-  return o.dump(2) + "\n";
+  return o.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 Result<Journal> ParseJournal(const std::string& json) {

@@ -67,7 +67,8 @@ Status Slots::Write(const SlotRecord& r) {
   nlohmann::json o{{"slot", r.slot},       {"status", ToString(r.status)}, {"digest", r.digest},
                    {"manifest", r.manifest}, {"version", r.version},       {"name", r.name},
                    {"repository", r.repository}, {"release", r.release_envelope}};
-  return core::WriteFileDurable(env_, dir_.slot(r.slot) + "/slot.json", o.dump(2) + "\n");
+  return core::WriteFileDurable(env_, dir_.slot(r.slot) + "/slot.json",
+                                o.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 Status Slots::SwitchActive(const std::string& slot) {

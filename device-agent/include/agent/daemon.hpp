@@ -6,9 +6,14 @@
 // publications to the io_context. The installed app keeps running whatever MQTT does: a dead broker or controller
 // only delays new jobs.
 //
-// Protocol, per device id D (prefix tug/v1/d/D/):
+// Protocol (common/fleet has the topics, messages and their validation), per device id D (prefix tug/v1/d/D/).
+// Every desired and cmd message is validated before anything is queued or persisted; a malformed one is logged
+// (rate-limited), counted in the state's "rejected" (per reason) and, for a command, answered with ok:false.
+//
 //   desired   (retained, controller -> device) {"v","job","release":<envelope JSON object or string>,"policy"}:
 //             applied once when v > the persisted applied_v; the same retained message after a reconnect is ignored.
+//             applied_v is persisted when the release verified (the job reached ACCEPTED), never before: a
+//             desired that fails verification does not advance it.
 //             {"v","job","action":"rollback"} switches to the previous committed release (fleet rollback: retained,
 //             so devices offline at the time roll back when they return; a release can't do it, the ratchet forbids
 //             lower versions).
@@ -37,6 +42,7 @@ struct DaemonConfig {
   std::string state_dir = "/var/lib/tugboat";
   std::string platform;  // empty: the machine's own
   std::map<std::string, std::string> labels;
+  std::string repository;  // HOST/REPO: accept releases only for it (as `device-agent --repository`); empty: any
   struct {
     std::string host = "127.0.0.1";
     uint16_t port = 8883;
@@ -53,6 +59,7 @@ struct DaemonConfig {
 
 // Reads a JSON config file:
 //   {"device_id":"dev-1","state_dir":"/var/lib/tugboat","platform":"linux/arm64/v8","labels":{"site":"x"},
+//    "repository":"registry.example/acme/sensor",
 //    "mqtt":{"host":"broker","port":8883,"ca":"ca.crt","cert":"dev-1.crt","key":"dev-1.key","keepalive":30},
 //    "registry":{"insecure":["127.0.0.1:5000"],"username":"","password":""},
 //    "commit_window":10,"healthcheck_timeout":120,"supervise_interval":15}
