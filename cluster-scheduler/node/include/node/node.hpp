@@ -66,7 +66,7 @@ Result<Resources> NodeResources(const std::string& text, const std::string& work
 // "zone:a;rack:r1" -> {zone: a, rack: r1}; kInvalidArgument naming the bad part.
 Result<Attributes> ParseAttributes(std::string_view text);
 
-// The cluster-node command line (see --help); also the hidden `supervise --sandbox DIR` mode.
+// The cluster-node command line (see --help); also the hidden `supervise --sandbox DIR --state-dir DIR` mode.
 // Exit codes: 0 stopped cleanly, 1 failed to start, 2 usage error.
 int Main(int argc, char** argv);
 

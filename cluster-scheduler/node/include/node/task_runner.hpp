@@ -3,8 +3,10 @@
 // tested alone.
 //
 // Layout under work_dir:
-//   tasks/<task>/          the sandbox: stdout, stderr (capped, rotated to .1), launch.json, supervisor files
-//                          (see supervisor.hpp), kept after the task ended
+//   tasks/<task>/          the sandbox, writable by the task: stdout, stderr (capped, rotated to .1); kept after the
+//                          task ended; touched only through sandbox_fs (never a path followed, see sandbox_fs.hpp)
+//   supervisor/<task>/     node-private (0700): launch.json, pid files, exit_status.json, supervisor.log
+//                          (supervisor.hpp); collected with the sandbox
 //   containers/<task>/     a container task's runc bundle (config.json, rootfs/); removed when the task ended
 //   images/sha256/<hex>    verified layer blobs, shared by tasks
 //   meta/gc/<task>.json    a sandbox waiting for garbage collection: task id, when it ended, the blobs it used
@@ -21,8 +23,9 @@
 // task whose launch was interrupted before its supervisor started is launched again.
 //
 // Threading: thread-safe. All state is behind one mutex. A monitor thread ticks every `tick` (supervisor liveness,
-// exit status files, kill escalation); launches (image pull, unpack) and health checks run on their own threads and
-// take the mutex only to apply results. Blocking calls (runc, cgroup cleanup, probes) never run under the mutex.
+// exit status files, kill escalation), reading files and /proc without the mutex and applying what it saw under it;
+// launches (image pull, unpack) and health checks run on their own threads and take the mutex only to apply results.
+// Blocking calls (runc, cgroup cleanup, probes) and reads of anything a task can write never run under the mutex.
 // Public methods block only briefly (a checkpoint fsync at most).
 //
 // Status updates: every transition (TASK_STARTING -> TASK_RUNNING -> [TASK_KILLING] -> FINISHED/FAILED/KILLED) and
@@ -90,7 +93,8 @@ inline constexpr const char* kKillGraceLabel = "tugboat.kill_grace_period_second
 struct RunnerOptions {
   std::string work_dir;
   std::string hostname;                       // $HOST for tasks, container hostname
-  // The binary started as `<supervisor_exe> supervise --sandbox DIR`; empty: this process's own executable.
+  // The binary started as `<supervisor_exe> supervise --sandbox DIR --state-dir DIR`; empty: this process's own
+  // executable.
   std::string supervisor_exe;
   std::chrono::milliseconds kill_grace{std::chrono::seconds(3)};
   uint64_t log_max_bytes = 10ull << 20;       // per stream, then rotated to .1
