@@ -100,6 +100,10 @@ TEST_CASE("a finished task's sandbox goes gc-delay after it ended once acknowled
   CHECK(runner->Get("done")->sandbox_collected_at > 0);
   CHECK_FALSE(Exists(dir.path() + "/meta/gc/done.json"));
   CHECK_FALSE(Exists(dir.path() + "/meta/tasks/done.json"));
+  // The node-private supervisor dir goes with the sandbox; the others' stay.
+  CHECK_FALSE(Exists(dir.path() + "/supervisor/done"));
+  CHECK(Exists(dir.path() + "/supervisor/unacked/exit_status.json"));
+  CHECK(Exists(dir.path() + "/supervisor/running/task.pid"));
   CHECK(testsupport::WaitFor([&] { return runner->GcStatus().bytes_freed > 0; }, 5s));
   auto stats = runner->GcStatus();
   CHECK(stats.sandboxes_collected == 1);

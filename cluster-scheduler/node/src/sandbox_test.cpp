@@ -240,3 +240,35 @@ TEST_CASE("a task an older node started (status files in its sandbox) that puts 
   CHECK(testsupport::WaitFor([&] { return !Alive(pid); }, 5s));  // not left running untracked
   CHECK(Slurp(victim) == kPrecious);
 }
+
+TEST_CASE("upgrade: a task an older node started is re-attached and its exit status read from its sandbox") {
+  testsupport::TempDir dir("tug-node");
+  pid_t supervisor = 0;
+  {
+    auto runner = OpenRunner(dir.path());
+    REQUIRE(runner->Launch(ShellTask("old", "while [ ! -e go ]; do sleep 0.05; done; exit 7")));
+    REQUIRE(WaitState(*runner, "old", TaskState::kRunning));
+    supervisor = runner->Get("old")->supervisor_pid;
+  }
+  const std::string sandbox = dir.path() + "/tasks/old", state = dir.path() + "/supervisor/old";
+  std::ofstream(sandbox + "/go").put('\n');
+  const uint64_t started = ProcessStartTime(supervisor).value_or(0);
+  REQUIRE(testsupport::WaitFor([&] { return !ProcessAlive(supervisor, started); }, 10s));  // reaps it too
+  // Rewrite what is on disk into the older layout: checkpoint without "private_state", the supervisor's files in
+  // the sandbox, no supervisor dir.
+  const std::string ckpt = dir.path() + "/meta/tasks/old.json";
+  auto j = json::parse(Slurp(ckpt));
+  j.erase("private_state");
+  REQUIRE(core::WriteFileDurable(*core::DefaultEnv(), ckpt, j.dump()));
+  for (const char* f : {"exit_status.json", "supervisor.pid", "task.pid", "launch.json"})
+    REQUIRE(core::DefaultEnv()->Rename(state + "/" + f, sandbox + "/" + f));
+  REQUIRE(core::DefaultEnv()->RemoveAll(state));
+
+  auto runner = OpenRunner(dir.path());
+  REQUIRE(WaitTerminal(*runner, "old", 5s));
+  CHECK(runner->Get("old")->last.message == "exited with status 7");
+  CHECK(StateNames(UpdatesOf(*runner, "old")) ==
+        std::vector<std::string>{"TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"});
+  // Its checkpoint keeps saying where its files are.
+  CHECK(json::parse(Slurp(ckpt)).value("private_state", true) == false);
+}
