@@ -54,10 +54,13 @@
 #include "bench_util.hpp"
 #include "core/env.hpp"
 #include "core/subprocess.hpp"
+#include "crypto/dsse.hpp"
 #include "crypto/ed25519.hpp"
 #include "crypto/encoding.hpp"
 #include "crypto/release.hpp"
 #include "crypto/trust_root.hpp"
+#include "fleet/messages.hpp"
+#include "fleet/topics.hpp"
 #include "mqtt/client.hpp"
 #include "testsupport/mosquitto_server.hpp"
 #include "testsupport/net.hpp"
@@ -200,10 +203,11 @@ struct Counters {
 class Fleet;
 
 struct SimDevice {
-  std::string id, prefix, boot_id;
+  std::string id, desired_topic, boot_id;
   std::unique_ptr<mqtt::Client> client;
   uint64_t state_seq = 0, applied_v = 0;
-  json active = nullptr, previous = nullptr, job = json::object();
+  std::optional<fleet::SlotInfo> active, previous;
+  fleet::JobSummary job;
   bool ever_connected = false;
 };
 
@@ -217,7 +221,7 @@ class Fleet {
     for (int i = lo; i < hi; ++i) {
       auto& d = devices_[static_cast<size_t>(i - lo)];
       d.id = "dev-" + std::to_string(i + 1);
-      d.prefix = "tug/v1/d/" + d.id + "/";
+      d.desired_topic = fleet::DesiredTopic(d.id);
       d.boot_id = "boot-" + std::to_string(i + 1);
       mqtt::ClientOptions mo;
       mo.host = host;
@@ -229,20 +233,20 @@ class Fleet {
       }
       mo.keepalive = 60s;
       mo.session_expiry = 1h;
-      mo.will = mqtt::Will{d.prefix + "presence", Presence(d, false), 1, true};
+      mo.will = mqtt::Will{fleet::PresenceTopic(d.id), Presence(d, false), 1, true};
       d.client = std::make_unique<mqtt::Client>(io_, mo);
       SimDevice* dp = &d;
       d.client->on_connect([this, dp](bool) { OnConnect(*dp); });
       d.client->on_message([this, dp](const mqtt::Message& m) {
         ++c_.received;
-        if (m.topic == dp->prefix + "desired") OnDesired(*dp, m.payload);
+        if (m.topic == dp->desired_topic) OnDesired(*dp, m.payload);
       });
       d.client->on_connect_failed([this, dp](const Error& e) {
         if (c_.connect_failures++ < 5) std::fprintf(stderr, "%s: connect failed: %s\n", dp->id.c_str(), e.Message().c_str());
         if (!dp->ever_connected) Released();
       });
       d.client->on_disconnect([this](const Error&) { ++c_.disconnects; });
-      (void)d.client->Subscribe(d.prefix + "desired", 1);
+      (void)d.client->Subscribe(d.desired_topic, 1);
     }
     next_ = 0;
     in_flight_ = 0;
@@ -272,31 +276,36 @@ class Fleet {
   }
 
   static std::string Presence(const SimDevice& d, bool online) {
-    return json{{"online", online}, {"boot_id", d.boot_id}, {"ts", "2025-01-01T00:00:00Z"}}.dump();
+    fleet::Presence p;
+    p.online = online;
+    p.boot_id = d.boot_id;
+    p.ts = "2025-01-01T00:00:00Z";
+    return fleet::Serialize(p);
   }
 
-  void Publish(SimDevice& d, const std::string& leaf, const std::string& payload, bool retain) {
-    if (d.client->Publish(d.prefix + leaf, payload, 1, retain)) ++c_.published;
+  void Publish(SimDevice& d, const std::string& topic, const std::string& payload, bool retain) {
+    if (d.client->Publish(topic, payload, 1, retain)) ++c_.published;
     else ++c_.publish_errors;
   }
 
   void PublishState(SimDevice& d) {
-    json state{{"boot_id", d.boot_id},
-               {"seq", ++d.state_seq},
-               {"applied_v", d.applied_v},
-               {"active", d.active},
-               {"previous", d.previous},
-               {"job", d.job},
-               {"ratchet", d.active.is_object() ? d.active["version"] : json(0)},
-               {"arch", "linux/arm64/v8"},
-               {"agent_version", "sim"},
-               {"free_bytes", 1 << 30},
-               {"labels", {{"fleet", "sim"}}}};
-    Publish(d, "state", state.dump(), true);
+    fleet::State state;
+    state.boot_id = d.boot_id;
+    state.seq = ++d.state_seq;
+    state.applied_v = d.applied_v;
+    state.active = d.active;
+    state.previous = d.previous;
+    state.job = d.job;
+    state.ratchet = d.active ? d.active->version : 0;
+    state.arch = "linux/arm64/v8";
+    state.agent_version = "sim";
+    state.free_bytes = 1 << 30;
+    state.labels = {{"fleet", "sim"}};
+    Publish(d, fleet::StateTopic(d.id), fleet::Serialize(state), true);
   }
 
   void OnConnect(SimDevice& d) {
-    Publish(d, "presence", Presence(d, true), true);
+    Publish(d, fleet::PresenceTopic(d.id), Presence(d, true), true);
     PublishState(d);
     if (!d.ever_connected) {
       d.ever_connected = true;
@@ -307,26 +316,21 @@ class Fleet {
 
   void OnDesired(SimDevice& d, const std::string& payload) {
     if (payload.empty()) return;
-    auto j = json::parse(payload, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return;
-    const uint64_t v = j.value("v", uint64_t{0});
+    auto desired = fleet::ParseDesired(payload);
+    if (!desired) return;
+    const uint64_t v = desired->v;
     if (v <= d.applied_v) return;  // the retained desired after a reconnect, or a replay
     d.applied_v = v;
-    const std::string job = j.value("job", "job-v" + std::to_string(v));
-    if (!j.contains("release")) return;  // a fleet rollback: not simulated
-    json env = j["release"].is_string() ? json::parse(j["release"].get<std::string>(), nullptr, false) : j["release"];
+    const std::string job = desired->job;
+    if (desired->action == fleet::Desired::Action::kRollback) return;  // a fleet rollback: not simulated
+    // The release as the envelope signs it (not verified: the simulator plays devices, not their trust).
     uint64_t version = 0;
     std::string digest;
-    if (env.is_object() && env.contains("payload") && env["payload"].is_string()) {
-      auto raw = crypto::Base64Decode(env["payload"].get<std::string>());
-      if (raw) {
-        auto rel = json::parse(*raw, nullptr, false);
-        if (rel.is_object()) {
-          version = rel.value("version", uint64_t{0});
-          digest = rel.value("digest", "");
-        }
+    if (auto env = crypto::Envelope::Parse(desired->release))
+      if (auto rel = crypto::ParseReleasePayload(env->payload)) {
+        version = rel->version;
+        digest = rel->digest;
       }
-    }
     auto run = [this, &d, job, version, digest] { Report(d, job, version, digest); };
     if (opts_.delay_ms <= 0) return run();
     auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(opts_.delay_ms));
@@ -337,18 +341,27 @@ class Fleet {
 
   void Report(SimDevice& d, const std::string& job, uint64_t version, const std::string& digest) {
     uint64_t seq = 0;
+    const std::string topic = fleet::JobStatusTopic(d.id, job);
     for (const char* s : kTransitions) {
       ++seq;
-      json status{{"state", s}, {"seq", seq}, {"boot_id", d.boot_id}, {"error", nullptr}};
-      Publish(d, "jobs/" + job + "/status", status.dump(), false);
+      fleet::JobStatus status;
+      status.state = s;
+      status.seq = seq;
+      status.boot_id = d.boot_id;
+      Publish(d, topic, fleet::Serialize(status), false);
       const bool last = std::strcmp(s, "SUCCEEDED") == 0;
       if (last) {
         d.previous = d.active;
-        const std::string slot = d.active.is_object() && d.active.value("slot", "") == "a" ? "b" : "a";
-        d.active = json{{"slot", slot}, {"digest", digest}, {"version", version}, {"name", "sim " + std::to_string(version)},
-                        {"status", "COMMITTED"}, {"running", true}};
+        fleet::SlotInfo active;
+        active.slot = d.active && d.active->slot == "a" ? "b" : "a";
+        active.digest = digest;
+        active.version = version;
+        active.name = "sim " + std::to_string(version);
+        active.status = "COMMITTED";
+        active.running = true;
+        d.active = std::move(active);
       }
-      d.job = json{{"id", job}, {"phase", s}, {"seq", seq}, {"error", nullptr}};
+      d.job = fleet::JobSummary{job, s, seq, std::nullopt};
       if (opts_.state_each || last) PublishState(d);
     }
     ++c_.succeeded_reports;
