@@ -16,31 +16,58 @@ Status CheckName(const std::string& name) {
   return {};
 }
 
-// After open: a regular file with one link, else the fd is refused (closed by the caller's Fd).
-Status CheckRegular(int fd, const std::string& name) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return ErrnoError(errno, "stat " + name);
+// A regular file with one link, else refused.
+Status CheckRegular(const struct stat& st, const std::string& name) {
   if (!S_ISREG(st.st_mode)) return MakeError(Errc::kInvalidArgument, name + " is not a regular file");
   if (st.st_nlink > 1) return MakeError(Errc::kInvalidArgument, name + " has other hard links");
   return {};
 }
 
-Result<Fd> OpenChecked(int dir, const std::string& name, int flags, mode_t mode) {
-  TUG_TRY(CheckName(name));
-  int fd;
+// Opens an existing `name` in two steps so that nothing but a regular file is ever opened for I/O: an O_PATH fd
+// (O_NOFOLLOW: a symlink yields the link itself; opening a device, FIFO or socket this way has no side effect),
+// checked with fstat, then reopened through /proc/self/fd, which names that very inode (no second lookup of
+// `name` the task could race). kNotFound when there is nothing at `name`.
+Result<Fd> OpenExisting(int dir, const std::string& name, int flags) {
+  int pfd;
   do {
-    fd = ::openat(dir, name.c_str(), flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, mode);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) {
+    pfd = ::openat(dir, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  } while (pfd < 0 && errno == EINTR);
+  if (pfd < 0) {
     if (errno == ENOENT) return MakeError(Errc::kNotFound, name + " does not exist");
-    // ELOOP: a symlink; ENXIO: a FIFO or socket opened for writing without a reader.
-    if (errno == ELOOP || errno == ENXIO)
-      return MakeError(Errc::kInvalidArgument, name + " is not a regular file (" + std::string(::strerror(errno)) + ")");
     return ErrnoError(errno, "opening " + name);
   }
+  Fd path_fd(pfd);
+  struct stat st {};
+  if (::fstat(path_fd.get(), &st) != 0) return ErrnoError(errno, "stat " + name);
+  TUG_TRY(CheckRegular(st, name));
+  const std::string proc = "/proc/self/fd/" + std::to_string(path_fd.get());
+  int fd;
+  do {
+    fd = ::open(proc.c_str(), (flags & ~O_CREAT) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return ErrnoError(errno, "opening " + name);
   Fd out(fd);
-  TUG_TRY(CheckRegular(out.get(), name));
+  struct stat again {};
+  if (::fstat(out.get(), &again) != 0) return ErrnoError(errno, "stat " + name);
+  if (again.st_dev != st.st_dev || again.st_ino != st.st_ino)
+    return MakeError(Errc::kInvalidArgument, name + " changed while it was opened");
+  TUG_TRY(CheckRegular(again, name));
   return out;
+}
+
+Result<Fd> OpenChecked(int dir, const std::string& name, int flags, mode_t mode) {
+  TUG_TRY(CheckName(name));
+  auto existing = OpenExisting(dir, name, flags);
+  if (existing || !existing.error().Is(Errc::kNotFound) || !(flags & O_CREAT)) return existing;
+  // Nothing there: create it, exclusively (a name planted meanwhile is taken as it is, checked, next round).
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    int fd = ::openat(dir, name.c_str(), flags | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, mode);
+    if (fd >= 0) return Fd(fd);
+    if (errno != EEXIST) return ErrnoError(errno, "creating " + name);
+    existing = OpenExisting(dir, name, flags);
+    if (existing || !existing.error().Is(Errc::kNotFound)) return existing;
+  }
+  return MakeError(Errc::kUnavailable, name + " keeps appearing and disappearing");
 }
 
 }  // namespace

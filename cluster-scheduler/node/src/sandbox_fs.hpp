@@ -3,10 +3,11 @@
 // A sandbox (work_dir/tasks/<task>/) is writable by its task, and a container task is root inside it: any name in
 // it may be a symlink to a host file, a FIFO, a device, a directory or a hard link to something else by the time we
 // look. So nothing under a sandbox is opened by path. A directory is opened once (O_DIRECTORY|O_NOFOLLOW) and every
-// file in it with openat() relative to that fd, one path component, O_NOFOLLOW (a symlink fails with ELOOP instead
-// of being followed) and O_NONBLOCK (opening a FIFO never waits for a writer), then fstat() must say a regular file
-// with one link (a hard link to a host file is refused too). Reads are bounded. New files are created with
-// O_CREAT|O_EXCL, so a planted name is refused rather than written through.
+// file in it with openat() relative to that fd, one path component: first O_PATH|O_NOFOLLOW (a symlink yields the
+// link itself, a FIFO or device is not really opened), fstat() must say a regular file with one link (a hard link to
+// a host file is refused too), and only then is that same inode opened for I/O through /proc/self/fd (O_NONBLOCK,
+// O_NOCTTY), checked again. Reads are bounded. New files are created with O_CREAT|O_EXCL|O_NOFOLLOW, so a planted
+// name is refused rather than written through.
 //
 // The node-private supervisor dir (work_dir/supervisor/<task>/, see supervisor.hpp) is not writable by tasks, but
 // its files are read the same way: it costs nothing, and an older node kept those files inside the sandbox
@@ -63,12 +64,12 @@ inline constexpr size_t kMaxSmallFile = 1 << 20;
 // the node owns (work_dir/tasks/<task>, work_dir/supervisor/<task>). kNotFound when it does not exist.
 Result<Fd> OpenDir(const std::string& path);
 
-// Opens `name` (one path component, no '/') in `dir` for reading: O_NOFOLLOW|O_NONBLOCK, and it must be a regular
-// file with a single link. kNotFound when absent; kInvalidArgument for a symlink, FIFO, directory, hard link, ...
+// Opens `name` (one path component, no '/') in `dir` for reading, as above: it must be a regular file with a single
+// link. kNotFound when absent; kInvalidArgument for a symlink, FIFO, device, directory, hard link, ...
 Result<Fd> OpenRegularAt(int dir, const std::string& name);
 
-// Opens or creates `name` in `dir` for appending (O_RDWR|O_CREAT|O_APPEND, 0644: readable too, so log rotation can
-// copy through the same fd), with the same checks.
+// Opens `name` in `dir` for appending (O_RDWR|O_APPEND: readable too, so log rotation can copy through the same fd)
+// with the same checks, or creates it (O_EXCL|O_NOFOLLOW, 0644) when nothing is there.
 Result<Fd> OpenAppendAt(int dir, const std::string& name);
 
 // Creates a new file `name` in `dir` for writing: O_CREAT|O_EXCL|O_NOFOLLOW, so nothing that is already there
