@@ -14,6 +14,7 @@
 #include <cctype>
 #include <deque>
 #include <list>
+#include <map>
 #include <nlohmann/json.hpp>
 
 namespace tug::http {
@@ -25,8 +26,6 @@ using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
 namespace {
-
-constexpr auto kIoTimeout = 30s;
 
 bool IEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -152,49 +151,121 @@ std::shared_ptr<Stream> Server::MakeStream(asio::io_context& io) { return std::m
 // ---- server ----
 
 struct Server::Impl : std::enable_shared_from_this<Impl> {
-  Impl(asio::io_context& io, Handler h, std::string name)
-      : io(io), acceptor(io), handler(std::move(h)), server_name(std::move(name)) {}
+  Impl(asio::io_context& io, Handler h, ServerOptions o)
+      : io(io), acceptor(io), handler(std::move(h)), opts(std::move(o)), slot_free(io), backoff(io) {
+    slot_free.expires_at(asio::steady_timer::time_point::max());
+  }
 
   asio::awaitable<void> AcceptLoop() {
     auto self = shared_from_this();
     for (;;) {
+      if (stats.open >= opts.max_connections) {
+        // At capacity: stop accepting (the kernel's backlog holds newcomers) until a connection ends.
+        ++stats.paused_at_capacity;
+        boost::system::error_code wait_ec;
+        co_await slot_free.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+        slot_free.expires_at(asio::steady_timer::time_point::max());
+        if (!acceptor.is_open()) co_return;
+        continue;
+      }
       boost::system::error_code ec;
       tcp::socket sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-        spdlog::warn("http accept: {}", ec.message());
+        // EMFILE/ENFILE (out of descriptors), ENOBUFS, ...: retrying at once fails again at once and spins the
+        // loop (and the log). Back off; whatever freed a descriptor by then lets the next accept through.
+        ++stats.accept_errors;
+        spdlog::warn("http accept: {} (pausing accepts for {} ms; {} open connections)", ec.message(),
+                     opts.accept_backoff.count(), stats.open);
+        backoff.expires_after(opts.accept_backoff);
+        boost::system::error_code wait_ec;
+        co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
+        if (!acceptor.is_open()) co_return;
         continue;
       }
-      asio::co_spawn(io, Session(std::move(sock)), [](std::exception_ptr e) { LogException("http session", e); });
+      boost::system::error_code peer_ec;
+      auto ep = sock.remote_endpoint(peer_ec);
+      const std::string ip = peer_ec ? "" : ep.address().to_string();
+      std::string peer = peer_ec ? "" : ip + ":" + std::to_string(ep.port());
+      if (per_peer[ip] >= opts.max_connections_per_peer) {
+        ++stats.refused_per_peer;
+        RefuseAtOnce(sock, "429 Too Many Requests", "too many connections from " + ip);
+        if (per_peer[ip] == 0) per_peer.erase(ip);
+        continue;
+      }
+      ++stats.accepted;
+      ++stats.open;
+      ++per_peer[ip];
+      asio::co_spawn(io, Session(std::move(sock), std::move(peer)), [self, ip](std::exception_ptr e) {
+        LogException("http session", e);
+        --self->stats.open;
+        if (auto it = self->per_peer.find(ip); it != self->per_peer.end() && --it->second == 0) self->per_peer.erase(it);
+        self->slot_free.cancel();
+      });
     }
   }
 
-  asio::awaitable<void> Session(tcp::socket sock) {
+  // One non-blocking send of a canned answer, then close: a refused peer holds no descriptor and no coroutine.
+  static void RefuseAtOnce(tcp::socket& sock, const std::string& status, const std::string& message) {
+    const std::string body = nlohmann::json{{"error", message}}.dump();
+    const std::string text = "HTTP/1.1 " + status + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    boost::system::error_code ec;
+    sock.non_blocking(true, ec);
+    if (!ec) sock.send(asio::buffer(text), 0, ec);
+    sock.shutdown(tcp::socket::shutdown_both, ec);
+    sock.close(ec);
+  }
+
+  // Writes a small error answer (bounded by write_timeout) and ends the session.
+  asio::awaitable<void> Reject(beast::tcp_stream& stream, bhttp::status status, const std::string& message,
+                               const std::string& field) {
+    bhttp::response<bhttp::string_body> res{status, 11};
+    res.set(bhttp::field::server, opts.server_name);
+    res.set(bhttp::field::content_type, "application/json");
+    nlohmann::json j{{"error", message}};
+    if (!field.empty()) j["field"] = field;
+    res.body() = j.dump();
+    res.keep_alive(false);
+    res.prepare_payload();
+    boost::system::error_code ec;
+    stream.expires_after(opts.write_timeout);
+    co_await bhttp::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  asio::awaitable<void> Session(tcp::socket sock, std::string peer) {
     auto self = shared_from_this();
     beast::tcp_stream stream(std::move(sock));
     beast::flat_buffer buf;
-    std::string peer;
-    {
-      boost::system::error_code ec;
-      auto ep = stream.socket().remote_endpoint(ec);
-      if (!ec) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
-    }
-    for (;;) {
+    for (bool first = true;; first = false) {
       bhttp::request_parser<bhttp::string_body> parser;
-      parser.body_limit(4 * 1024 * 1024);
+      parser.header_limit(static_cast<uint32_t>(opts.header_limit));
+      parser.body_limit(opts.body_limit);
       boost::system::error_code ec;
-      stream.expires_after(kIoTimeout);
-      co_await bhttp::async_read(stream, buf, parser, asio::redirect_error(asio::use_awaitable, ec));
+      // The whole head within header_timeout (a slow-loris peer sending a byte now and then is cut off); between
+      // keep-alive requests the same clock also bounds the idle time.
+      stream.expires_after(first ? opts.header_timeout : opts.idle_timeout);
+      co_await bhttp::async_read_header(stream, buf, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec && !parser.is_done()) {
+        stream.expires_after(opts.body_timeout);
+        co_await bhttp::async_read(stream, buf, parser, asio::redirect_error(asio::use_awaitable, ec));
+      }
       if (ec) {
-        if (ec == bhttp::error::body_limit) {
-          bhttp::response<bhttp::string_body> res{bhttp::status::payload_too_large, 11};
-          res.set(bhttp::field::content_type, "application/json");
-          res.body() = R"({"error":"request body too large","field":"body"})";
-          res.prepare_payload();
-          stream.expires_after(kIoTimeout);
-          co_await bhttp::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec == bhttp::error::header_limit) {
+          ++stats.header_too_large;
+          co_await Reject(stream, bhttp::status::request_header_fields_too_large, "request head too large", "headers");
+        } else if (ec == bhttp::error::body_limit) {
+          ++stats.body_too_large;
+          co_await Reject(stream, bhttp::status::payload_too_large, "request body too large", "body");
+        } else if (ec == beast::error::timeout) {
+          ++stats.timeouts;
+        } else if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
+                   ec != bhttp::error::end_of_stream &&
+                   ec != bhttp::error::partial_message) {
+          ++stats.bad_requests;
+          co_await Reject(stream, bhttp::status::bad_request, "malformed request: " + ec.message(), "");
         }
-        break;  // eof, timeout or garbage: nothing to answer
+        break;  // eof, timeout or garbage: the connection ends
       }
       auto& req = parser.get();
       Request r{.method = std::string(req.method_string()),
@@ -215,13 +286,13 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
         break;  // a streamed response ends the connection
       }
       bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(out.status), req.version()};
-      res.set(bhttp::field::server, server_name);
+      res.set(bhttp::field::server, opts.server_name);
       res.set(bhttp::field::content_type, out.content_type);
       for (const auto& [k, v] : out.headers) res.set(k, v);
       res.keep_alive(req.keep_alive());
       res.body() = std::move(out.body);
       res.prepare_payload();
-      stream.expires_after(kIoTimeout);
+      stream.expires_after(opts.write_timeout);
       co_await bhttp::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
       if (ec || !res.keep_alive()) break;
     }
@@ -235,14 +306,14 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     auto it = streams.insert(streams.end(), st);
     boost::system::error_code ec;
     bhttp::response<bhttp::empty_body> res{static_cast<bhttp::status>(out.status), version};
-    res.set(bhttp::field::server, server_name);
+    res.set(bhttp::field::server, opts.server_name);
     res.set(bhttp::field::content_type, out.content_type);
     res.set(bhttp::field::cache_control, "no-cache");
     for (const auto& [k, v] : out.headers) res.set(k, v);
     res.chunked(true);
     res.keep_alive(false);
     bhttp::response_serializer<bhttp::empty_body> sr{res};
-    stream.expires_after(kIoTimeout);
+    stream.expires_after(opts.write_timeout);
     co_await bhttp::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
     if (!ec) {
       // A peer that closes its end (or sends anything: clients do not on a stream) ends the stream at once,
@@ -262,13 +333,13 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
           std::string chunk = std::move(st->queue_.front());
           st->queue_.pop_front();
           if (chunk.empty()) continue;  // an empty chunk would end the body
-          stream.expires_after(kIoTimeout);
+          stream.expires_after(opts.write_timeout);
           co_await asio::async_write(stream, bhttp::make_chunk(asio::buffer(chunk)),
                                      asio::redirect_error(asio::use_awaitable, ec));
         }
         if (ec) break;
         if (st->close_requested_) {
-          stream.expires_after(kIoTimeout);
+          stream.expires_after(opts.write_timeout);
           co_await asio::async_write(stream, bhttp::make_chunk_last(), asio::redirect_error(asio::use_awaitable, ec));
           break;
         }
@@ -281,22 +352,37 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   void StopAll() {
     boost::system::error_code ec;
     acceptor.close(ec);
+    slot_free.cancel();
+    backoff.cancel();
     for (auto& s : streams) s->Abort();
   }
 
   asio::io_context& io;
   tcp::acceptor acceptor;
   Handler handler;
-  std::string server_name;
+  const ServerOptions opts;
+  ServerStats stats;
+  std::map<std::string, size_t> per_peer;  // open connections by peer IP
+  asio::steady_timer slot_free;            // cancelled whenever a connection ends
+  asio::steady_timer backoff;              // after an accept error
   std::list<std::shared_ptr<StreamImpl>> streams;
 };
 
 Result<std::unique_ptr<Server>> Server::Start(asio::io_context& io, const std::string& host, uint16_t port,
                                               Handler handler, std::string server_name) {
+  ServerOptions o;
+  o.server_name = std::move(server_name);
+  return Start(io, host, port, std::move(handler), std::move(o));
+}
+
+Result<std::unique_ptr<Server>> Server::Start(asio::io_context& io, const std::string& host, uint16_t port,
+                                              Handler handler, ServerOptions options) {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   if (ec) return MakeError(Errc::kInvalidArgument, "listen address '" + host + "': " + ec.message());
-  auto impl = std::make_shared<Impl>(io, std::move(handler), std::move(server_name));
+  if (options.max_connections == 0 || options.max_connections_per_peer == 0)
+    return MakeError(Errc::kInvalidArgument, "connection limits must be at least 1");
+  auto impl = std::make_shared<Impl>(io, std::move(handler), std::move(options));
   const tcp::endpoint ep(addr, port);
   impl->acceptor.open(ep.protocol(), ec);
   if (!ec) impl->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
@@ -314,6 +400,8 @@ uint16_t Server::port() const {
   auto ep = impl_->acceptor.local_endpoint(ec);
   return ec ? 0 : ep.port();
 }
+
+const ServerStats& Server::stats() const { return impl_->stats; }
 
 void Server::Stop() { impl_->StopAll(); }
 

@@ -2,9 +2,19 @@
 // streamed responses (the cluster scheduler's RecordIO event streams, Server-Sent Events).
 //
 // Threading: Start, port and Stop on the io_context thread (or before it runs); the handler runs there too and may
-// block briefly. Each connection is a coroutine; every read and write has a timeout (30 s; a streamed response's
-// writes too, so a stalled peer is dropped), request bodies are limited to 4 MiB, keep-alive is honoured. Stop
-// closes the listener and every open stream.
+// block briefly. Each connection is a coroutine. Keep-alive is honoured. Stop closes the listener and every open
+// stream.
+//
+// Hostile peers (ServerOptions, counted in Server::stats()):
+//   - connections are capped in total (beyond it the server stops accepting until one ends: the kernel's backlog
+//     holds the rest) and per peer address (beyond it: 429 and close);
+//   - running out of file descriptors (EMFILE/ENFILE on accept) pauses accepting for `accept_backoff` instead of
+//     retrying at once, so the loop cannot spin; it is logged at most once per backoff;
+//   - the request head must arrive within `header_timeout` and is limited to `header_limit` bytes (431), the body
+//     within `body_timeout` and `body_limit` bytes (413); an idle keep-alive connection is closed after
+//     `idle_timeout`; every write has `write_timeout` (a stalled reader of a stream is dropped).
+//
+//   auto server = http::Server::Start(io, "127.0.0.1", 8080, handler, {.max_connections = 256});
 //
 // Streaming: a handler that wants to keep the response open returns a Response with `stream` set (MakeStream()).
 // The server sends the status and headers with chunked transfer encoding, then each Stream::Write as one chunk, in
@@ -15,6 +25,8 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -63,6 +75,32 @@ struct Response {
   std::shared_ptr<Stream> stream;   // set: stream the body (see above)
 };
 
+struct ServerOptions {
+  std::string server_name = "tugboat";  // the Server header
+  size_t max_connections = 512;
+  size_t max_connections_per_peer = 64;  // by IP address
+  size_t header_limit = 16 * 1024;
+  size_t body_limit = 4 * 1024 * 1024;
+  std::chrono::milliseconds header_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds body_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds accept_backoff{std::chrono::milliseconds(200)};
+};
+
+// What the server refused, for /metrics. Read on the io_context thread.
+struct ServerStats {
+  uint64_t accepted = 0;
+  uint64_t open = 0;                 // connections now
+  uint64_t paused_at_capacity = 0;   // times accepting stopped at max_connections
+  uint64_t refused_per_peer = 0;     // 429s
+  uint64_t accept_errors = 0;        // EMFILE/ENFILE/ENOBUFS/... (each followed by accept_backoff)
+  uint64_t header_too_large = 0;     // 431s
+  uint64_t body_too_large = 0;       // 413s
+  uint64_t timeouts = 0;             // slow heads/bodies and idle keep-alives closed
+  uint64_t bad_requests = 0;         // unparsable heads closed (400)
+};
+
 class Server {
  public:
   using Handler = std::function<Response(const Request&)>;
@@ -72,12 +110,15 @@ class Server {
   // Binds host:port (port 0 picks a free one) and starts accepting. kInvalidArgument for a bad address,
   // kUnavailable when the bind fails (in use). `server_name` goes in the Server header.
   static Result<std::unique_ptr<Server>> Start(boost::asio::io_context& io, const std::string& host, uint16_t port,
+                                               Handler handler, ServerOptions options);
+  static Result<std::unique_ptr<Server>> Start(boost::asio::io_context& io, const std::string& host, uint16_t port,
                                                Handler handler, std::string server_name = "tugboat");
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
   uint16_t port() const;
+  const ServerStats& stats() const;
   void Stop();
 
   struct Impl;
