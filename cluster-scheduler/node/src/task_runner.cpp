@@ -95,22 +95,25 @@ std::string SelfExe() {
   return std::string(buf, static_cast<size_t>(n));
 }
 
-// Starts `<exe> supervise --sandbox DIR --state-dir DIR` in a new session with its own output in the (node-private)
-// state dir's supervisor.log. Everything the child does before exec is async-signal-safe (this process has other
-// threads).
-Result<pid_t> SpawnSupervisor(const std::string& exe, const std::string& sandbox, const std::string& state_dir) {
+// The supervisor's own output: the (node-private) state dir's supervisor.log. Opened before the launch takes the
+// runner's lock.
+Result<sandbox_fs::Fd> OpenSupervisorLog(const std::string& state_dir) {
+  TUG_ASSIGN_OR_RETURN(auto dir, sandbox_fs::OpenDir(state_dir));
+  return sandbox_fs::OpenAppendAt(dir.get(), kSupervisorLogFile);
+}
+
+// Starts `<exe> supervise --sandbox DIR --state-dir DIR` in a new session with `log` as its stdout and stderr.
+// Everything the child does before exec is async-signal-safe (this process has other threads).
+Result<pid_t> SpawnSupervisor(const std::string& exe, const std::string& sandbox, const std::string& state_dir,
+                              int log) {
   std::vector<std::string> args{exe, "supervise", "--sandbox", sandbox, "--state-dir", state_dir};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  const std::string log_path = core::JoinPath(state_dir, kSupervisorLogFile);
-  int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (log < 0) return ErrnoError(errno, "opening " + log_path);
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   pid_t pid = ::fork();
   if (pid < 0) {
     int err = errno;
-    ::close(log);
     if (devnull >= 0) ::close(devnull);
     return ErrnoError(err, "fork");
   }
@@ -126,7 +129,6 @@ Result<pid_t> SpawnSupervisor(const std::string& exe, const std::string& sandbox
     ::execv(exe.c_str(), argv.data());
     _exit(127);
   }
-  ::close(log);
   if (devnull >= 0) ::close(devnull);
   return pid;
 }
@@ -758,6 +760,15 @@ class TaskRunner::Impl {
       cancel = t->cancel_launch;
     }
     auto prepared = Prepare(info, sandbox, state_dir, bundle, container_id, dir, cancel);
+    sandbox_fs::Fd supervisor_log;
+    if (prepared) {
+      if (auto log = OpenSupervisorLog(state_dir)) {
+        supervisor_log = std::move(*log);
+      } else {
+        CleanupCgroups(prepared->limits.cgroup_dirs);
+        prepared = tl::unexpected(Wrap(log.error(), "opening the supervisor's log"));
+      }
+    }
     Actions actions;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -782,7 +793,7 @@ class TaskRunner::Impl {
       } else {
         t->limits = prepared->limits.description;
         t->cgroups = prepared->limits.cgroup_dirs;
-        auto pid = SpawnSupervisor(opts.supervisor_exe, sandbox, state_dir);
+        auto pid = SpawnSupervisor(opts.supervisor_exe, sandbox, state_dir, supervisor_log.get());
         if (!pid) {
           Emit(*t, TaskState::kFailed, "starting the supervisor: " + pid.error().Message(), kReasonLaunchFailed);
           ScheduleCleanup(*t, actions);
