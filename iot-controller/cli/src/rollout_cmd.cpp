@@ -11,6 +11,7 @@ namespace {
 struct CreateFlags {
   uint64_t release = 0;
   std::vector<std::string> labels;
+  std::vector<std::string> operator_labels;
   std::vector<std::string> devices;
   bool all = false;
   std::vector<std::string> phases;
@@ -84,12 +85,21 @@ Json CreateBody(const CreateFlags& f) {
     auto [k, v] = ParseLabelArg("--label", l);
     labels[k] = v;
   }
+  Json selector{{"labels", labels}, {"devices", f.devices}};
+  if (!f.operator_labels.empty()) {
+    Json op = Json::object();
+    for (const auto& l : f.operator_labels) {
+      auto [k, v] = ParseLabelArg("--operator-label", l);
+      op[k] = v;
+    }
+    selector["operator_labels"] = op;
+  }
   Json phases = Json::array();
   for (const auto& p : f.phases) phases.push_back(ParsePhase(p));
   // Canary first: one device, then half, then everyone, each gated on the one before.
   if (phases.empty()) phases = Json::array({{{"count", 1}}, {{"percent", 50}}, {{"percent", 100}}});
   return {{"release", f.release},
-          {"selector", {{"labels", labels}, {"devices", f.devices}}},
+          {"selector", selector},
           {"phases", phases},
           {"abort", {{"failure_percent", Number(f.abort_failure_percent)}, {"min_devices", f.abort_min_devices}}},
           {"device_timeout", f.device_timeout},
@@ -219,6 +229,10 @@ void AddRolloutCommands(CLI::App& app, Context& ctx) {
   create->add_option("--label", cf->labels, "Select devices with this label (repeat: all must match)")
       ->allow_extra_args(false)
       ->type_name("KEY=VALUE");
+  create->add_option("--operator-label", cf->operator_labels,
+                     "Select devices an operator labelled so (repeat: all must match); devices cannot claim these")
+      ->allow_extra_args(false)
+      ->type_name("KEY=VALUE");
   create->add_option("--device", cf->devices, "Select this device (repeat)")->allow_extra_args(false)->type_name("ID");
   create->add_flag("--all", cf->all, "Select the whole fleet (needed when no --label or --device is given)");
   create->add_option("--phase", cf->phases,
@@ -257,10 +271,11 @@ void AddRolloutCommands(CLI::App& app, Context& ctx) {
       "  tug rollout create --release 42 --device pi-0001 --device pi-0002 --max-retries 0\n"
       "  id=$(tug rollout create --release 42 --all) && tug rollout watch \"$id\"");
   create->callback([&ctx, cf] {
-    if (cf->labels.empty() && cf->devices.empty() && !cf->all)
-      throw CLI::ValidationError("selector", "give --label, --device or --all (an empty selector is the whole fleet)");
-    if (cf->all && (!cf->labels.empty() || !cf->devices.empty()))
-      throw CLI::ValidationError("--all", "cannot be combined with --label or --device");
+    if (cf->labels.empty() && cf->operator_labels.empty() && cf->devices.empty() && !cf->all)
+      throw CLI::ValidationError("selector", "give --label, --operator-label, --device or --all (an empty selector "
+                                             "is the whole fleet)");
+    if (cf->all && (!cf->labels.empty() || !cf->operator_labels.empty() || !cf->devices.empty()))
+      throw CLI::ValidationError("--all", "cannot be combined with --label, --operator-label or --device");
     auto timeout = core::ParseDuration(cf->device_timeout);
     if (!timeout || timeout->count() <= 0)
       throw CLI::ValidationError("--device-timeout", "'" + cf->device_timeout + "' is not a positive duration");

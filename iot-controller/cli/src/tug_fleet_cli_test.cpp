@@ -273,6 +273,18 @@ TEST_CASE("rollout create turns --phase syntax and flags into the API's JSON bod
   CHECK(reqs[0].body.find("50.0") == std::string::npos);  // whole numbers stay integers
 }
 
+TEST_CASE("rollout create --operator-label selects on operator-set labels only") {
+  FakeHttpServer server([](const FakeRequest&) { return Json(201, {{"id", "r-2"}}); });
+  Runner tug;
+  auto r = tug({"rollout", "create", "--controller", Url(server), "--release", "3", "--operator-label", "ring=canary"});
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const json body = json::parse(server.requests().at(0).body);
+  CHECK(body["selector"] == json::parse(R"({"labels":{},"devices":[],"operator_labels":{"ring":"canary"}})"));
+  CHECK(tug({"rollout", "create", "--controller", Url(server), "--release", "3", "--all", "--operator-label",
+             "ring=canary"}).code != 0);
+}
+
 TEST_CASE("rollout create defaults to a canary then half then all, with the documented limits") {
   FakeHttpServer server([](const FakeRequest&) { return Json(201, {{"id", "r-1"}}); });
   Runner tug;
