@@ -199,3 +199,53 @@ TEST_CASE("a device's forged job report for another device's job is ignored") {
   victim.Publish(fleet::JobStatusTopic("dev-a", job), succeeded);
   REQUIRE(Until(io, [&] { return (*c.engine->RolloutReport(*rid))["state"] == "succeeded"; }));
 }
+
+TEST_CASE("a controller restarted with a random client id gets every report, none swallowed by its predecessor's "
+          "session") {
+  auto broker = Broker();
+  REQUIRE(broker);
+  auto& b = **broker;
+  boost::asio::io_context io;
+  auto cert = b.Cert("controller");
+  REQUIRE(cert);
+  MqttConfig c;
+  c.host = b.host();
+  c.port = b.tls_port();
+  c.ca_file = b.ca_file();
+  c.cert_file = cert->cert;
+  c.key_file = cert->key;
+  c.client_id = "";  // random
+  c.keepalive = 5s;
+  c.snapshot_window = 200ms;
+  testsupport::TempDir dir;
+  {
+    auto store = Store::Open(dir.Sub("a.db"));
+    REQUIRE(store);
+    Metrics m;
+    MqttBridge first(io, c, m);
+    Engine e(**store, first, *core::SystemClock());
+    first.Attach(&e);
+    REQUIRE(first.Start());
+    REQUIRE(Until(io, [&] { return first.connected(); }));
+    io.restart();
+    io.run_for(300ms);  // subscribed to $share/ctrl
+    first.Stop();
+  }
+  auto store = Store::Open(dir.Sub("b.db"));
+  REQUIRE(store);
+  Metrics m;
+  MqttBridge second(io, c, m);
+  Engine e(**store, second, *core::SystemClock());
+  second.Attach(&e);
+  REQUIRE(second.Start());
+  REQUIRE(Until(io, [&] { return second.connected(); }));
+  io.restart();
+  io.run_for(500ms);  // past the snapshot window: only the shared subscriptions remain
+  FakeDevice dev(io, b, "dev-1");
+  const uint64_t before = m.mqtt_messages_received;
+  for (int i = 1; i <= 20; ++i)
+    dev.Publish(fleet::JobStatusTopic("dev-1", "job-" + std::to_string(i)), R"({"state":"ACCEPTED","seq":1})");
+  // With a persistent session left by the first controller, the shared group would hand it about half of these.
+  REQUIRE(Until(io, [&] { return m.mqtt_messages_received - before >= 20; }, 10s));
+  second.Stop();
+}
