@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 
@@ -274,4 +276,54 @@ TEST_CASE("upgrade: a task an older node started is re-attached and its exit sta
         std::vector<std::string>{"TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"});
   // Its checkpoint keeps saying where its files are.
   CHECK(json::parse(Slurp(ckpt)).value("private_state", true) == false);
+}
+
+TEST_CASE("an older node's task cannot make the node signal another process through a forged task.pid") {
+  testsupport::TempDir dir("tug-node");
+  // A process that is not the task's, in a group of its own: what a forged pid file would point the node's kills at.
+  const pid_t decoy = ::fork();
+  REQUIRE(decoy >= 0);
+  if (decoy == 0) {
+    ::setpgid(0, 0);
+    ::execl("/bin/sleep", "sleep", "1000", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ::setpgid(decoy, decoy);
+  std::this_thread::sleep_for(50ms);
+  const uint64_t decoy_start = ProcessStartTime(decoy).value_or(0);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{decoy};
+
+  pid_t pid = 0;
+  {
+    auto runner = OpenRunner(dir.path());
+    REQUIRE(runner->Launch(ShellTask("forger", "exec sleep 1000")));
+    REQUIRE(WaitState(*runner, "forger", TaskState::kRunning));
+    pid = runner->Get("forger")->pid;
+  }
+  // An older node's checkpoint that had not learnt the task's pid yet, and the task's forgery in its sandbox.
+  const std::string ckpt = dir.path() + "/meta/tasks/forger.json";
+  auto j = json::parse(Slurp(ckpt));
+  j.erase("private_state");
+  j["task_pid"] = 0;
+  REQUIRE(core::WriteFileDurable(*core::DefaultEnv(), ckpt, j.dump()));
+  std::ofstream(dir.path() + "/tasks/forger/task.pid") << decoy << " " << decoy_start << "\n";
+
+  auto runner = OpenRunner(dir.path());
+  std::this_thread::sleep_for(300ms);  // several monitor ticks
+  CHECK(runner->Get("forger")->pid == 0);  // not a child of the task's supervisor: not believed
+  REQUIRE(runner->Kill("forger"));
+  std::this_thread::sleep_for(500ms);
+  CHECK(ProcessAlive(decoy, decoy_start));
+  // The real task ends; its supervisor is gone without a status in the sandbox, and the forged pid is not taken
+  // for the orphan to kill either.
+  REQUIRE(::kill(pid, SIGKILL) == 0);
+  REQUIRE(WaitTerminal(*runner, "forger", 10s));
+  CHECK(runner->Get("forger")->state == TaskState::kFailed);
+  CHECK(ProcessAlive(decoy, decoy_start));
 }

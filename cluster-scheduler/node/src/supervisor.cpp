@@ -32,6 +32,7 @@ void OnTerm(int sig) { g_forward_signal = sig; }
 
 struct ProcStat {
   char state = '?';
+  pid_t ppid = 0;
   uint64_t start_time = 0;
 };
 
@@ -46,8 +47,11 @@ std::optional<ProcStat> ReadProcStat(pid_t pid) {
   std::istringstream in(line.substr(close + 1));
   ProcStat st;
   in >> st.state;
+  long ppid = 0;
+  in >> ppid;  // field 4
+  st.ppid = static_cast<pid_t>(ppid);
   std::string field;
-  for (int i = 4; i <= 21 && in; ++i) in >> field;  // fields 4..21
+  for (int i = 5; i <= 21 && in; ++i) in >> field;  // fields 5..21
   in >> st.start_time;                                // field 22
   if (!in) return std::nullopt;
   return st;
@@ -272,6 +276,24 @@ std::optional<uint64_t> ProcessStartTime(pid_t pid) {
   auto st = ReadProcStat(pid);
   if (!st) return std::nullopt;
   return st->start_time;
+}
+
+bool IsSupervisorOf(pid_t pid, const std::string& sandbox) {
+  if (pid <= 0) return false;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  std::string arg;
+  while (args.size() < 16 && std::getline(f, arg, '\0')) args.push_back(arg);
+  if (args.size() < 4 || args[1] != "supervise") return false;
+  for (size_t i = 2; i + 1 < args.size(); ++i)
+    if (args[i] == "--sandbox") return args[i + 1] == sandbox;
+  return false;
+}
+
+std::optional<pid_t> ParentPid(pid_t pid) {
+  auto st = ReadProcStat(pid);
+  if (!st) return std::nullopt;
+  return st->ppid;
 }
 
 bool ProcessAlive(pid_t pid, uint64_t start_time) {

@@ -903,6 +903,10 @@ class TaskRunner::Impl {
     uint64_t supervisor_start = 0;
     std::string state_dir, sandbox;
     bool want_task_pid = false;
+    // An older node's task: its pid files are in the sandbox, so the task could have forged them; a pid read there
+    // is believed only if it checks out (below), since the node signals it as root.
+    bool legacy = false;
+    pid_t known_task_pid = 0;
     // Results.
     std::optional<PidFile> task_pid;
     Result<std::optional<ExitStatus>> exit = std::optional<ExitStatus>();
@@ -912,7 +916,10 @@ class TaskRunner::Impl {
   };
 
   static void Observe(Observation& o) {
-    if (o.want_task_pid) o.task_pid = ReadPidFile(o.state_dir, kTaskPidFile);
+    if (o.want_task_pid) {
+      o.task_pid = ReadPidFile(o.state_dir, kTaskPidFile);
+      if (o.legacy && o.task_pid && ParentPid(o.task_pid->pid) != o.supervisor_pid) o.task_pid.reset();
+    }
     o.exit = ReadExitStatus(o.state_dir);
     if (o.exit && !*o.exit) {
       o.supervisor_alive = ProcessAlive(o.supervisor_pid, o.supervisor_start);
@@ -921,8 +928,9 @@ class TaskRunner::Impl {
         auto again = ReadExitStatus(o.state_dir);
         o.exit = again && *again ? std::move(again) : Result<std::optional<ExitStatus>>(std::optional<ExitStatus>());
         if (!*o.exit) {
-          if (auto tp = ReadPidFile(o.state_dir, kTaskPidFile); tp && ProcessAlive(tp->pid, tp->start_time))
-            o.orphan = tp;
+          auto tp = ReadPidFile(o.state_dir, kTaskPidFile);
+          if (tp && o.legacy && tp->pid != o.known_task_pid) tp.reset();
+          if (tp && ProcessAlive(tp->pid, tp->start_time)) o.orphan = tp;
         }
       }
     }
@@ -944,6 +952,8 @@ class TaskRunner::Impl {
           o.state_dir = t->state_dir;
           o.sandbox = t->sandbox;
           o.want_task_pid = t->task_pid == 0;
+          o.legacy = !t->private_state;
+          o.known_task_pid = t->task_pid;
         }
     }
     for (auto& o : seen) Observe(o);
@@ -1204,7 +1214,10 @@ class TaskRunner::Impl {
       }
       if (r.supervisor_pid == 0) {
         // The node died between checkpointing the launch and recording the supervisor: it may have started.
-        if (auto sp = ReadPidFile(r.state_dir, kSupervisorPidFile)) {
+        auto sp = ReadPidFile(r.state_dir, kSupervisorPidFile);
+        // In an older node's layout the file is in the sandbox: only a real supervisor of this sandbox counts.
+        if (sp && !r.private_state && !IsSupervisorOf(sp->pid, r.sandbox)) sp.reset();
+        if (sp) {
           r.supervisor_pid = sp->pid;
           r.supervisor_start = sp->start_time;
           Checkpoint(r);

@@ -89,6 +89,11 @@ std::optional<uint64_t> ProcessStartTime(pid_t pid);
 // supervisor started by this process never lingers as a zombie.
 bool ProcessAlive(pid_t pid, uint64_t start_time);
 
+// For files an older node kept in the sandbox, where the task could have forged them: whether `pid` is a supervisor
+// started for `sandbox` (its /proc cmdline is `... supervise --sandbox <sandbox> ...`), and a process's parent.
+bool IsSupervisorOf(pid_t pid, const std::string& sandbox);
+std::optional<pid_t> ParentPid(pid_t pid);
+
 // The hidden `supervise` mode: runs `state_dir`/launch.json in `sandbox` to completion. Returns the supervisor's exit
 // code (0 when it recorded an exit status, 1 when it could not even do that). Blocks until the task ends.
 int SuperviseMain(const std::string& sandbox, const std::string& state_dir);
