@@ -181,3 +181,34 @@ TEST_CASE("image GC keeps the layers of a running container task and removes the
   CHECK(testsupport::WaitFor([&] { auto left = env->ListDir(blobs); return left && left->empty(); }, 10s));
   CHECK(runner.GcStatus().blobs_in_use == 0);
 }
+
+TEST_CASE("a container task (root in its box) that plants host-path symlinks and a FIFO in /mnt/sandbox writes no "
+          "host file") {
+  RequireContainerHost();
+  const PushedImage pushed = PushHostAppImage("acme/box:1");
+  testsupport::TempDir dir("tug-node");
+  const std::string victim = dir.Sub("victim");  // a host path: meaningless inside the container, not outside
+  { std::ofstream(victim) << "precious\n"; }
+  auto o = Opts(dir.path());
+  o.log_max_bytes = 4096;
+  auto r = TaskRunner::Open(o);
+  REQUIRE(r);
+  auto& runner = **r;
+  std::string s(500, 'x');
+  auto task = ShellTask(
+      "box.c1", "cd $SANDBOX; bb=/bin/busybox; for f in stdout stderr stdout.1 exit_status.json.tmp task.pid; do "
+                "$bb rm -f $f; $bb ln -s " + victim + " $f; done; $bb mkfifo exit_status.json; i=0; "
+                "while [ $i -lt 100 ]; do $bb ln -sfn " + victim + " stdout; echo \"line $i " + s + s + s + s +
+                "\"; i=$((i+1)); done; exit 3");
+  task.container.image = pushed.image;
+  REQUIRE(runner.Launch(task));
+  REQUIRE(WaitTerminal(runner, "box.c1", 60s));
+  auto v = runner.Get("box.c1");
+  INFO(v->last.message);
+  CHECK(v->state == TaskState::kFailed);
+  CHECK(v->last.message.find("exited with status 3") == 0);
+  CHECK(Slurp(victim) == "precious\n");
+  struct stat st{};
+  REQUIRE(::lstat((runner.SandboxOf("box.c1") + "/stdout.1").c_str(), &st) == 0);
+  CHECK(S_ISREG(st.st_mode));  // rotation replaced the planted link with a file of the task's output
+}
