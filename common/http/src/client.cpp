@@ -151,6 +151,14 @@ struct Client::Impl {
       if (ec) return MakeError(Errc::kInvalidArgument, "loading CA file " + opts.ca_file + ": " + ec.message());
     }
     ctx.set_verify_mode(ssl::verify_peer);
+    if (!opts.cert_file.empty() || !opts.key_file.empty()) {
+      if (opts.cert_file.empty() || opts.key_file.empty())
+        return MakeError(Errc::kInvalidArgument, "a client certificate needs both cert_file and key_file");
+      ctx.use_certificate_chain_file(opts.cert_file, ec);
+      if (ec) return MakeError(Errc::kInvalidArgument, "loading client certificate " + opts.cert_file + ": " + ec.message());
+      ctx.use_private_key_file(opts.key_file, ssl::context::pem, ec);
+      if (ec) return MakeError(Errc::kInvalidArgument, "loading client key " + opts.key_file + ": " + ec.message());
+    }
     ssl_ctx.emplace(std::move(ctx));
     return {};
   }

@@ -7,10 +7,16 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <algorithm>
+#include <optional>
 #include <cctype>
 #include <deque>
 #include <list>
@@ -23,6 +29,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
 using tcp = asio::ip::tcp;
+namespace ssl = asio::ssl;
 using namespace std::chrono_literals;
 
 namespace {
@@ -150,6 +157,26 @@ std::shared_ptr<Stream> Server::MakeStream(asio::io_context& io) { return std::m
 
 // ---- server ----
 
+namespace {
+
+struct PeerIdentity {
+  std::string cn, ou;
+};
+
+// "name" of "name:port", "[v6]:port", "v6" (unbracketed, as a bare IPv6 literal has no port), lower-cased.
+std::string HostPart(std::string_view authority) {
+  std::string a(authority);
+  for (char& c : a) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!a.empty() && a[0] == '[') {
+    auto close = a.find(']');
+    return close == std::string::npos ? a : a.substr(1, close - 1);
+  }
+  if (std::count(a.begin(), a.end(), ':') > 1) return a;
+  return a.substr(0, a.find(':'));
+}
+
+}  // namespace
+
 struct Server::Impl : std::enable_shared_from_this<Impl> {
   Impl(asio::io_context& io, Handler h, ServerOptions o)
       : io(io), acceptor(io), handler(std::move(h)), opts(std::move(o)), slot_free(io), backoff(io) {
@@ -218,8 +245,8 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // Writes a small error answer (bounded by write_timeout) and ends the session.
-  asio::awaitable<void> Reject(beast::tcp_stream& stream, bhttp::status status, const std::string& message,
-                               const std::string& field) {
+  template <class S>
+  asio::awaitable<void> Reject(S& stream, bhttp::status status, const std::string& message, const std::string& field) {
     bhttp::response<bhttp::string_body> res{status, 11};
     res.set(bhttp::field::server, opts.server_name);
     res.set(bhttp::field::content_type, "application/json");
@@ -229,13 +256,75 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     res.keep_alive(false);
     res.prepare_payload();
     boost::system::error_code ec;
-    stream.expires_after(opts.write_timeout);
+    beast::get_lowest_layer(stream).expires_after(opts.write_timeout);
     co_await bhttp::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
   }
 
   asio::awaitable<void> Session(tcp::socket sock, std::string peer) {
     auto self = shared_from_this();
-    beast::tcp_stream stream(std::move(sock));
+    if (!ssl_ctx) {
+      beast::tcp_stream stream(std::move(sock));
+      const PeerIdentity anonymous;
+      co_await Serve(stream, peer, anonymous);
+      co_return;
+    }
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(sock), *ssl_ctx);
+    boost::system::error_code ec;
+    beast::get_lowest_layer(stream).expires_after(opts.header_timeout);
+    co_await stream.async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      // No certificate, one from another CA, plain HTTP on the TLS port, a scanner: nothing to answer.
+      ++stats.tls_failures;
+      spdlog::debug("http tls handshake with {}: {}", peer, ec.message());
+      beast::get_lowest_layer(stream).socket().close(ec);
+      co_return;
+    }
+    const PeerIdentity identity = IdentityOf(stream.native_handle());
+    co_await Serve(stream, peer, identity);
+  }
+
+  // The verified client certificate's subject CN and OU ("" without one).
+  static PeerIdentity IdentityOf(SSL* ssl) {
+    PeerIdentity id;
+    X509* cert = SSL_get1_peer_certificate(ssl);
+    if (cert == nullptr) return id;
+    if (SSL_get_verify_result(ssl) == X509_V_OK) {
+      X509_NAME* name = X509_get_subject_name(cert);
+      auto field = [&](int nid) {
+        char buf[256];
+        int n = X509_NAME_get_text_by_NID(name, nid, buf, sizeof buf);
+        return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+      };
+      id.cn = field(NID_commonName);
+      id.ou = field(NID_organizationalUnitName);
+    }
+    X509_free(cert);
+    return id;
+  }
+
+  // Host (and Origin, when a browser sent one) must name this server: a page on another site cannot post to it
+  // (CSRF), and a name rebound to 127.0.0.1 (DNS rebinding) does not reach it.
+  std::string HostRefusal(const Request& r) const {
+    if (allowed_hosts.empty()) return "";
+    // No Host at all (HTTP/1.0 health checkers, e.g. HAProxy's httpchk) is no browser: nothing to rebind.
+    const std::string host = HostPart(r.Header("host"));
+    if (!host.empty() && std::find(allowed_hosts.begin(), allowed_hosts.end(), host) == allowed_hosts.end())
+      return "Host '" + r.Header("host") + "' is not a name this server answers to";
+    const std::string origin = r.Header("origin");
+    if (!origin.empty()) {
+      auto scheme = origin.find("://");
+      const std::string o = HostPart(scheme == std::string::npos ? origin : origin.substr(scheme + 3));
+      if (std::find(allowed_hosts.begin(), allowed_hosts.end(), o) == allowed_hosts.end())
+        return "Origin '" + origin + "' may not call this server";
+    }
+    return "";
+  }
+
+  // By reference: GCC 12 destroys a temporary passed by value to a coroutine twice. The caller co_awaits at once,
+  // so its locals outlive this frame.
+  template <class S>
+  asio::awaitable<void> Serve(S& stream, const std::string& peer, const PeerIdentity& identity) {
+    auto& tcp_stream = beast::get_lowest_layer(stream);
     beast::flat_buffer buf;
     for (bool first = true;; first = false) {
       bhttp::request_parser<bhttp::string_body> parser;
@@ -244,10 +333,10 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
       boost::system::error_code ec;
       // The whole head within header_timeout (a slow-loris peer sending a byte now and then is cut off); between
       // keep-alive requests the same clock also bounds the idle time.
-      stream.expires_after(first ? opts.header_timeout : opts.idle_timeout);
+      tcp_stream.expires_after(first ? opts.header_timeout : opts.idle_timeout);
       co_await bhttp::async_read_header(stream, buf, parser, asio::redirect_error(asio::use_awaitable, ec));
       if (!ec && !parser.is_done()) {
-        stream.expires_after(opts.body_timeout);
+        tcp_stream.expires_after(opts.body_timeout);
         co_await bhttp::async_read(stream, buf, parser, asio::redirect_error(asio::use_awaitable, ec));
       }
       if (ec) {
@@ -272,14 +361,21 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
                 .target = std::string(req.target()),
                 .headers = {},
                 .body = std::move(req.body()),
-                .peer = peer};
+                .peer = peer,
+                .peer_cn = identity.cn,
+                .peer_ou = identity.ou};
       for (const auto& f : req) r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
       Response out;
-      try {
-        out = handler(r);
-      } catch (const std::exception& e) {
-        spdlog::error("http handler for {} {} threw: {}", r.method, r.target, e.what());
-        out = JsonError(500, std::string("internal error: ") + e.what());
+      if (std::string refusal = HostRefusal(r); !refusal.empty()) {
+        ++stats.host_refused;
+        out = JsonError(403, refusal, "host");
+      } else {
+        try {
+          out = handler(r);
+        } catch (const std::exception& e) {
+          spdlog::error("http handler for {} {} threw: {}", r.method, r.target, e.what());
+          out = JsonError(500, std::string("internal error: ") + e.what());
+        }
       }
       if (out.stream) {
         co_await Streamed(stream, req.version(), std::move(out));
@@ -292,16 +388,18 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
       res.keep_alive(req.keep_alive());
       res.body() = std::move(out.body);
       res.prepare_payload();
-      stream.expires_after(opts.write_timeout);
+      tcp_stream.expires_after(opts.write_timeout);
       co_await bhttp::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
       if (ec || !res.keep_alive()) break;
     }
     boost::system::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream.socket().close(ignored);
+    tcp_stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    tcp_stream.socket().close(ignored);
   }
 
-  asio::awaitable<void> Streamed(beast::tcp_stream& stream, unsigned version, Response out) {
+  template <class S>
+  asio::awaitable<void> Streamed(S& stream, unsigned version, Response out) {
+    auto& tcp_stream = beast::get_lowest_layer(stream);
     auto st = std::static_pointer_cast<StreamImpl>(out.stream);
     auto it = streams.insert(streams.end(), st);
     boost::system::error_code ec;
@@ -313,13 +411,13 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     res.chunked(true);
     res.keep_alive(false);
     bhttp::response_serializer<bhttp::empty_body> sr{res};
-    stream.expires_after(opts.write_timeout);
+    tcp_stream.expires_after(opts.write_timeout);
     co_await bhttp::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
     if (!ec) {
       // A peer that closes its end (or sends anything: clients do not on a stream) ends the stream at once,
       // rather than at the next write.
       auto watch_buf = std::make_shared<std::array<char, 256>>();
-      stream.socket().async_read_some(asio::buffer(*watch_buf), [st, watch_buf](boost::system::error_code, size_t) {
+      tcp_stream.socket().async_read_some(asio::buffer(*watch_buf), [st, watch_buf](boost::system::error_code, size_t) {
         st->Abort();
       });
       for (;;) {
@@ -333,13 +431,13 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
           std::string chunk = std::move(st->queue_.front());
           st->queue_.pop_front();
           if (chunk.empty()) continue;  // an empty chunk would end the body
-          stream.expires_after(opts.write_timeout);
+          tcp_stream.expires_after(opts.write_timeout);
           co_await asio::async_write(stream, bhttp::make_chunk(asio::buffer(chunk)),
                                      asio::redirect_error(asio::use_awaitable, ec));
         }
         if (ec) break;
         if (st->close_requested_) {
-          stream.expires_after(opts.write_timeout);
+          tcp_stream.expires_after(opts.write_timeout);
           co_await asio::async_write(stream, bhttp::make_chunk_last(), asio::redirect_error(asio::use_awaitable, ec));
           break;
         }
@@ -366,6 +464,8 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   asio::steady_timer slot_free;            // cancelled whenever a connection ends
   asio::steady_timer backoff;              // after an accept error
   std::list<std::shared_ptr<StreamImpl>> streams;
+  std::optional<ssl::context> ssl_ctx;     // set: TLS (ServerOptions::tls)
+  std::vector<std::string> allowed_hosts;  // host names Host/Origin may carry; empty: not checked
 };
 
 Result<std::unique_ptr<Server>> Server::Start(asio::io_context& io, const std::string& host, uint16_t port,
@@ -382,7 +482,35 @@ Result<std::unique_ptr<Server>> Server::Start(asio::io_context& io, const std::s
   if (ec) return MakeError(Errc::kInvalidArgument, "listen address '" + host + "': " + ec.message());
   if (options.max_connections == 0 || options.max_connections_per_peer == 0)
     return MakeError(Errc::kInvalidArgument, "connection limits must be at least 1");
+  std::optional<ssl::context> ssl_ctx;
+  if (options.tls) {
+    const auto& t = *options.tls;
+    ssl_ctx.emplace(ssl::context::tls_server);
+    ssl_ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                         ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+    ssl_ctx->use_certificate_chain_file(t.cert_file, ec);
+    if (ec) return MakeError(Errc::kInvalidArgument, "tls certificate " + t.cert_file + ": " + ec.message());
+    ssl_ctx->use_private_key_file(t.key_file, ssl::context::pem, ec);
+    if (ec) return MakeError(Errc::kInvalidArgument, "tls key " + t.key_file + ": " + ec.message());
+    if (!t.client_ca_file.empty()) {
+      ssl_ctx->load_verify_file(t.client_ca_file, ec);
+      if (ec) return MakeError(Errc::kInvalidArgument, "tls client CA " + t.client_ca_file + ": " + ec.message());
+      ssl_ctx->set_verify_mode(t.require_client_cert ? ssl::verify_peer | ssl::verify_fail_if_no_peer_cert
+                                                     : ssl::verify_peer);
+    } else if (t.require_client_cert) {
+      return MakeError(Errc::kInvalidArgument, "tls: require_client_cert needs client_ca_file");
+    }
+  }
+  std::vector<std::string> hosts;
+  for (const auto& h : options.allowed_hosts) hosts.push_back(HostPart(h));
+  if (hosts.empty() && options.check_host && addr.is_loopback()) {
+    // Bound to loopback: only loopback names reach it legitimately.
+    hosts = {HostPart(addr.to_string()), "localhost", "127.0.0.1", "::1"};
+  }
+  if (!options.check_host) hosts.clear();
   auto impl = std::make_shared<Impl>(io, std::move(handler), std::move(options));
+  impl->ssl_ctx = std::move(ssl_ctx);
+  impl->allowed_hosts = std::move(hosts);
   const tcp::endpoint ep(addr, port);
   impl->acceptor.open(ep.protocol(), ec);
   if (!ec) impl->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);

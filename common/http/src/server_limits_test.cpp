@@ -114,7 +114,7 @@ class RawConn {
   }
   // The status line's code of one response read until the peer closes or a full head + body arrived.
   std::string Get(const std::string& path = "/") {
-    if (!Send("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) return "";
+    if (!Send("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")) return "";
     return ReadAll();
   }
   bool closed() const { return closed_; }
@@ -149,7 +149,7 @@ TEST_CASE("http server: an oversized head gets 431, an oversized body 413, garba
   {
     RawConn c;
     REQUIRE(c.Connect(port));
-    REQUIRE(c.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'b')));
+    REQUIRE(c.Send("POST /x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'b')));
     auto r = c.ReadAll();
     CHECK(StatusOf(r) == 413);
     CHECK(r.find("\"field\":\"body\"") != std::string::npos);
@@ -198,7 +198,7 @@ TEST_CASE("http server: a slow-loris head and an idle keep-alive are cut off by 
   // A keep-alive connection that goes quiet after its first request is closed after idle_timeout.
   RawConn idle;
   REQUIRE(idle.Connect(port));
-  REQUIRE(idle.Send("GET /a HTTP/1.1\r\nHost: x\r\n\r\n"));
+  REQUIRE(idle.Send("GET /a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
   const auto t1 = std::chrono::steady_clock::now();
   auto r = idle.ReadAll(3s);
   CHECK(StatusOf(r) == 200);
@@ -234,7 +234,7 @@ TEST_CASE("http server: connections are capped per peer address (429) and in tot
   // The sixth completes its TCP handshake in the backlog but is not served until a slot frees.
   RawConn sixth;
   REQUIRE(sixth.Connect(port, "127.0.0.4"));
-  REQUIRE(sixth.Send("GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  REQUIRE(sixth.Send("GET /late HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
   CHECK(sixth.ReadAll(500ms).empty());
   CHECK(f.Stats().paused_at_capacity >= 1);
   held.erase(held.begin());  // one connection ends
@@ -265,7 +265,7 @@ TEST_CASE("http server: out of file descriptors, accepting backs off instead of 
   for (int fd : clients) {
     conns.emplace_back(fd);
     REQUIRE(conns.back().Connect(port));  // the kernel completes the handshake; accept() fails with EMFILE
-    REQUIRE(conns.back().Send("GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    REQUIRE(conns.back().Send("GET /after HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
   }
   const double cpu0 = CpuSeconds();
   std::this_thread::sleep_for(1s);

@@ -62,6 +62,8 @@ struct ClientOptions {
   std::string ca_file;
   // Bodies not given to a sink are collected up to this size (kProtocol beyond).
   size_t max_collected_body = 16 << 20;
+  // A client certificate and key (PEM) presented to https servers that ask for one (mutual TLS).
+  std::string cert_file{}, key_file{};
 };
 
 class Client {

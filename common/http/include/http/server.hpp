@@ -31,6 +31,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,8 @@ struct Request {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   std::string peer;  // "127.0.0.1:40312"
+  // Over mutual TLS: the verified client certificate's subject CN (the principal) and OU (its kind); "" otherwise.
+  std::string peer_cn{}, peer_ou{};
 
   // First header with this name (case-insensitive), or "".
   std::string Header(std::string_view name) const;
@@ -86,6 +89,18 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{std::chrono::seconds(30)};
   std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};
   std::chrono::milliseconds accept_backoff{std::chrono::milliseconds(200)};
+  // TLS: serve https. With client_ca_file, client certificates from that CA are verified and their subject CN/OU
+  // handed to the handler (Request::peer_cn/peer_ou); require_client_cert refuses a handshake without one.
+  struct Tls {
+    std::string cert_file, key_file;
+    std::string client_ca_file;
+    bool require_client_cert = false;
+  };
+  std::optional<Tls> tls;
+  // Names the Host header (and a browser's Origin) may carry; other requests get 403 (CSRF, DNS rebinding). Empty:
+  // loopback names when bound to a loopback address, otherwise unchecked. check_host = false turns it off.
+  std::vector<std::string> allowed_hosts;
+  bool check_host = true;
 };
 
 // What the server refused, for /metrics. Read on the io_context thread.
@@ -99,6 +114,8 @@ struct ServerStats {
   uint64_t body_too_large = 0;       // 413s
   uint64_t timeouts = 0;             // slow heads/bodies and idle keep-alives closed
   uint64_t bad_requests = 0;         // unparsable heads closed (400)
+  uint64_t tls_failures = 0;         // handshakes that failed (no or untrusted client certificate, not TLS)
+  uint64_t host_refused = 0;         // 403 for a Host/Origin that is not this server
 };
 
 class Server {
