@@ -249,3 +249,45 @@ TEST_CASE("a controller restarted with a random client id gets every report, non
   REQUIRE(Until(io, [&] { return m.mqtt_messages_received - before >= 20; }, 10s));
   second.Stop();
 }
+
+TEST_CASE("the report queue is bounded: a burst beyond it is dropped and counted, the rest applied") {
+  auto broker = Broker();
+  REQUIRE(broker);
+  auto& b = **broker;
+  boost::asio::io_context io;
+  auto cert = b.Cert("controller");
+  REQUIRE(cert);
+  MqttConfig c;
+  c.host = b.host();
+  c.port = b.tls_port();
+  c.ca_file = b.ca_file();
+  c.cert_file = cert->cert;
+  c.key_file = cert->key;
+  c.client_id = "controller";
+  c.keepalive = 5s;
+  c.snapshot_window = 200ms;
+  c.batch_window = 3s;  // nothing is applied while the burst arrives
+  c.queue_max = 5;
+  testsupport::TempDir dir;
+  auto store = Store::Open(dir.Sub("ctrl.db"));
+  REQUIRE(store);
+  Metrics m;
+  MqttBridge bridge(io, c, m);
+  Engine e(**store, bridge, *core::SystemClock());
+  bridge.Attach(&e);
+  REQUIRE(bridge.Start());
+  REQUIRE(Until(io, [&] { return bridge.connected(); }));
+  io.restart();
+  io.run_for(500ms);
+  FakeDevice dev(io, b, "dev-1");
+  for (int i = 1; i <= 20; ++i)
+    dev.Publish(fleet::JobStatusTopic("dev-1", "job-" + std::to_string(i)), R"({"state":"ACCEPTED","seq":1})");
+  REQUIRE(Until(io, [&] { return m.mqtt_messages_received >= 20; }));
+  CHECK(m.reports_dropped_queue_full == 15);
+  // The five queued ones reach the engine (unknown jobs: ignored, counted as such).
+  REQUIRE(Until(io, [&] { return e.counters().reports_foreign_job == 5; }, 10s));
+  auto text = RenderMetrics(**store, m, e.counters());
+  REQUIRE(text);
+  CHECK(text->find("tug_mqtt_reports_dropped_total{reason=\"queue_full\"} 15\n") != std::string::npos);
+  bridge.Stop();
+}
