@@ -40,6 +40,7 @@ ETCD=etcd
 MASTER="$BUILD_DIR/cluster-scheduler/master/cluster-master"
 NODE="$BUILD_DIR/cluster-scheduler/node/cluster-node"
 SERVICES="$BUILD_DIR/cluster-scheduler/frameworks/services/cluster-services"
+TOKEN_TOOL="$BUILD_DIR/common/http/tug-token"
 
 # shellcheck source-path=SCRIPTDIR source=../../scripts/lib/fleet.sh
 . "$ROOT/scripts/lib/fleet.sh"   # the fleet steps shared with scripts/demo.sh
@@ -53,6 +54,7 @@ declare -a MASTER_PID=() MASTER_URL=()
 declare -A NODE_PID=() NODE_API=()       # node name -> pid, http://127.0.0.1:PORT of its own API
 MASTERS=""                 # comma-separated master URLs
 SVC=""                     # cluster-services REST API
+SVC_TOKEN=""               # its operator token (tug-token add)
 MQTT_GW="" API_GW=""       # HAProxy frontends: Mosquitto (tcp), controller (http)
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -88,7 +90,11 @@ wait_for() {
   die "timed out after ${secs}s waiting for $what"
 }
 # svc METHOD PATH [BODY]: the services framework's REST API
-svc() { curl -sS --max-time 10 -X "$1" -H 'Content-Type: application/json' ${3:+--data-binary "$3"} "$SVC$2"; }
+# (with the operator token made in start_services: the API refuses anonymous calls)
+svc() {
+  curl -sS --max-time 10 -X "$1" -H 'Content-Type: application/json' -H "Authorization: Bearer $SVC_TOKEN" \
+    ${3:+--data-binary "$3"} "$SVC$2"
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # cleanup: everything by pid
@@ -149,7 +155,7 @@ setup_host() {
 
 build() {
   heading "2. Build the cluster (master, node, services) and the fleet binaries"
-  local b targets=(cluster-master cluster-node cluster-services iot-controller tug-broker-config tug device-agent
+  local b targets=(cluster-master cluster-node cluster-services tug-token iot-controller tug-broker-config tug device-agent
     image-builder)
   if [ "$BUILD" = 1 ]; then
     local CMAKE_ARGS=() NINJA_ARGS=(-j2 "${targets[@]}")
@@ -159,7 +165,7 @@ build() {
   else
     say "  BUILD=0: using the binaries in $BUILD_DIR as they are"
   fi
-  check_binaries "$MASTER" "$NODE" "$SERVICES" "$AGENT" "$TUG" "$BUILDER" "$CONTROLLER" "$BROKER_CONFIG"
+  check_binaries "$MASTER" "$NODE" "$SERVICES" "$TOKEN_TOOL" "$AGENT" "$TUG" "$BUILDER" "$CONTROLLER" "$BROKER_CONFIG"
   for b in etcd haproxy runc docker-registry mosquitto_pub; do
     command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || die "missing $b (scripts/setup.sh installs it)"
   done
@@ -257,8 +263,12 @@ start_services() {
   local port
   port=$(free_port)
   SVC="http://127.0.0.1:$port"
+  # The REST API refuses anonymous calls: an operator token, stored hashed in \$W/services.tokens.
+  cmdline "$TOKEN_TOOL" add --file "$W/services.tokens" --name example --scope operator
+  SVC_TOKEN=$("$TOKEN_TOOL" add --file "$W/services.tokens" --name example --scope operator) ||
+    die "tug-token add failed"
   local args=(--master "$MASTERS" --listen "127.0.0.1:$port" --state-dir "$W/services" --haproxy "$W/haproxy"
-    --drain-seconds 1)
+    --drain-seconds 1 --token-file "$W/services.tokens")
   cmdline "$SERVICES" "${args[@]}"
   "$SERVICES" "${args[@]}" >"$W/services.log" 2>&1 &
   SERVICES_PID=$!
@@ -320,13 +330,13 @@ create_apps() {
     fill "$HERE/apps/$app.json" >"$f"
     say "  examples/cluster/apps/$app.json, filled in:"
     sed "s|$W|\$W|g; s|$BUILD_DIR/|\$BUILD_DIR/|g" "$f" | indent | indent
-    cmdline curl -X POST "$SVC/v2/apps" -d @"$f"
+    cmdline curl -H 'Authorization: Bearer $SVC_TOKEN' -X POST "$SVC/v2/apps" -d @"$f"
     local out
     out=$(svc POST /v2/apps "$(cat "$f")")
     [ "$(json_get - 'j.get("id", "")' <<<"$out")" = "/tugboat/$app" ] || die "POST /v2/apps for $app: $out"
     say "    201: deployment $(json_get - 'j["deploymentId"]' <<<"$out")"
   done
-  cmdline curl "$SVC/v2/deployments"
+  cmdline curl -H 'Authorization: Bearer $SVC_TOKEN' "$SVC/v2/deployments"
   local t0=$SECONDS
   wait_for 90 "both apps healthy and GET /v2/deployments == []" both_apps_healthy
   say "    [] after $((SECONDS - t0))s"
@@ -427,7 +437,7 @@ kill_controller() {
   read -r task host <<<"$(controller_task)"
   [ "$host" = node-0 ] || die "controller task '$task' is on '$host', not node-0"
   say "  the controller's task, from the services framework and from node-0's own API:"
-  cmdline curl "$SVC/v2/apps/tugboat/controller/tasks"
+  cmdline curl -H 'Authorization: Bearer $SVC_TOKEN' "$SVC/v2/apps/tugboat/controller/tasks"
   say "    $task on $host"
   cmdline curl "${NODE_API[node-0]}/api/v1/tasks/$task"
   node=$(http_get "${NODE_API[node-0]}/api/v1/tasks/$task")

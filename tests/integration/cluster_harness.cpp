@@ -1,5 +1,10 @@
 #include "cluster_harness.hpp"
 
+#include <mutex>
+
+#include "core/env.hpp"
+#include "http/tokens.hpp"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
@@ -22,12 +27,30 @@ namespace tug::itest {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
+namespace {
+std::mutex bearer_mu;
+std::string bearer;  // the current LocalCluster's operator token
+}  // namespace
+
 HttpReply HttpCall(const std::string& method, const std::string& url, const std::string& body,
                    std::chrono::milliseconds timeout) {
   http::ClientOptions o;
   o.timeout = timeout;
   http::Client c(o);
-  auto r = c.Call(method, url, body, {{"Content-Type", "application/json"}});
+  http::Headers h{{"Content-Type", "application/json"}};
+  {
+    std::lock_guard<std::mutex> lock(bearer_mu);
+    if (!bearer.empty()) h.emplace_back("Authorization", "Bearer " + bearer);
+  }
+  auto r = c.Call(method, url, body, std::move(h));
+  if (!r) return {};
+  return HttpReply{r->status, r->body};
+}
+
+HttpReply HttpCallWithHeaders(const std::string& method, const std::string& url, const std::string& body,
+                              const std::vector<std::pair<std::string, std::string>>& headers) {
+  http::Client c;
+  auto r = c.Call(method, url, body, headers);
   if (!r) return {};
   return HttpReply{r->status, r->body};
 }
@@ -125,6 +148,16 @@ uint32_t FreePortRange(uint32_t n) {
 }
 
 LocalCluster::LocalCluster(Options opts) : opts_(std::move(opts)), dir_("tug-cluster") {
+  token_ = http::NewToken();
+  viewer_token_ = http::NewToken();
+  if (!core::WriteFileDurable(*core::DefaultEnv(), token_file(),
+                              http::TokenLine("itest", http::Scope::kOperator, token_) +
+                                  http::TokenLine("itest-viewer", http::Scope::kViewer, viewer_token_)))
+    throw std::runtime_error("writing " + token_file());
+  {
+    std::lock_guard<std::mutex> lock(bearer_mu);
+    bearer = token_;
+  }
   auto etcd = testsupport::EtcdServer::Start();
   if (!etcd) throw std::runtime_error("etcd: " + etcd.error().Message());
   etcd_ = std::move(*etcd);
@@ -283,7 +316,8 @@ BatchFramework::BatchFramework(LocalCluster& c, const std::string& name) {
   url = "http://127.0.0.1:" + std::to_string(port);
   log = c.dir().Sub(name + ".log");
   auto p = core::Spawn({BuildPath("cluster-scheduler/frameworks/batch/cluster-batch"), "--master", c.masters_csv(),
-                        "--listen", "127.0.0.1:" + std::to_string(port), "--state-dir", c.dir().Sub(name)},
+                        "--listen", "127.0.0.1:" + std::to_string(port), "--state-dir", c.dir().Sub(name),
+                        "--token-file", c.token_file()},
                        log);
   if (!p) throw std::runtime_error("starting cluster-batch: " + p.error().Message());
   proc = std::move(*p);

@@ -26,9 +26,13 @@ struct HttpReply {
   std::string body;
   nlohmann::json Json() const { return nlohmann::json::parse(body, nullptr, false); }
 };
-// One request with a deadline; never throws.
+// One request with a deadline; never throws. Carries the harness's operator token (LocalCluster::token()) once a
+// LocalCluster exists, so the frameworks' REST APIs, which refuse anonymous calls, answer it.
 HttpReply HttpCall(const std::string& method, const std::string& url, const std::string& body = "",
                    std::chrono::milliseconds timeout = std::chrono::seconds(5));
+// The same with exactly these headers (no token unless given): for the authentication tests.
+HttpReply HttpCallWithHeaders(const std::string& method, const std::string& url, const std::string& body,
+                              const std::vector<std::pair<std::string, std::string>>& headers);
 
 // A path under the build dir (TUG_BUILD_DIR, set by ctest).
 std::string BuildPath(const std::string& rel);
@@ -61,6 +65,10 @@ class LocalCluster {
   ~LocalCluster();
 
   testsupport::TempDir& dir() { return dir_; }
+  // The frameworks' --token-file: "itest" (operator, token()) and "itest-viewer" (viewer, viewer_token()).
+  std::string token_file() const { return dir_.Sub("api.tokens"); }
+  const std::string& token() const { return token_; }
+  const std::string& viewer_token() const { return viewer_token_; }
   std::vector<std::string> master_urls() const;
   std::string masters_csv() const;
   Master& master(size_t i) { return masters_[i]; }
@@ -97,6 +105,7 @@ class LocalCluster {
   std::string Diagnostics() const;
 
  private:
+  std::string token_, viewer_token_;
   Options opts_;
   testsupport::TempDir dir_;
   std::unique_ptr<testsupport::EtcdServer> etcd_;

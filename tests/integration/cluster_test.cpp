@@ -35,6 +35,11 @@ TEST_CASE("cluster: jobs run on real nodes; killing the leader master or a node 
   BatchFramework batch(cluster, "batch");
   // Logs as they are when a check fails.
   auto diag = [&] { return cluster.Diagnostics() + "--- batch\n" + cluster.LogTail(batch.log, 4000); };
+  // Without the operator token, no job.
+  CHECK(HttpCallWithHeaders("POST", batch.url + "/v1/jobs", R"({"id":"x","tasks":[{"cmd":"true"}]})", {}).status == 401);
+  CHECK(HttpCallWithHeaders("POST", batch.url + "/v1/jobs", R"({"id":"x","tasks":[{"cmd":"true"}]})",
+                            {{"Authorization", "Bearer " + cluster.viewer_token()}})
+            .status == 403);
 
   // A Spark-style job: the driver starts first, executors learn its address.
   auto r = HttpCall("POST", batch.url + "/v1/jobs",
@@ -150,7 +155,8 @@ struct Services {
     log = c.dir().Sub(name + ".log");
     auto p = core::Spawn({BuildPath("cluster-scheduler/frameworks/services/cluster-services"), "--master",
                           c.masters_csv(), "--listen", "127.0.0.1:" + std::to_string(port), "--state-dir",
-                          c.dir().Sub(name), "--haproxy", c.dir().Sub(name + "-haproxy"), "--drain-seconds", "1"},
+                          c.dir().Sub(name), "--haproxy", c.dir().Sub(name + "-haproxy"), "--drain-seconds", "1",
+                          "--token-file", c.token_file()},
                          log);
     REQUIRE(p);
     proc = std::move(*p);
@@ -245,6 +251,25 @@ TEST_CASE("cluster: a Java service behind HAProxy is rolled, scaled and shares t
   Services services(cluster, "services");
   auto diag = [&] { return cluster.Diagnostics() + "--- services\n" + cluster.LogTail(services.log, 5000); };
   const uint16_t gw = testsupport::FreeLoopbackPort();
+
+  // Nobody runs code on the cluster without a credential: anonymous, unknown and viewer tokens change nothing.
+  const std::string sneaky = R"({"id":"/sneaky","cmd":"touch /tmp/pwned","instances":1})";
+  CHECK(HttpCallWithHeaders("POST", services.url + "/v2/apps", sneaky, {}).status == 401);
+  CHECK(HttpCallWithHeaders("POST", services.url + "/v2/apps", sneaky, {{"Authorization", "Bearer tug_nope"}}).status ==
+        401);
+  CHECK(HttpCallWithHeaders("POST", services.url + "/v2/apps", sneaky,
+                            {{"Authorization", "Bearer " + cluster.viewer_token()}})
+            .status == 403);
+  CHECK(HttpCallWithHeaders("GET", services.url + "/v2/apps", "", {}).status == 401);
+  CHECK(HttpCallWithHeaders("GET", services.url + "/v2/apps", "",
+                            {{"Authorization", "Bearer " + cluster.viewer_token()}})
+            .status == 200);
+  CHECK(HttpCallWithHeaders("GET", services.url + "/healthz", "", {}).status == 200);  // health checkers
+  // A web page posting text/plain to 127.0.0.1 carries a foreign Origin.
+  CHECK(HttpCallWithHeaders("POST", services.url + "/v2/apps", sneaky,
+                            {{"Authorization", "Bearer " + cluster.token()}, {"Origin", "http://evil.example"}})
+            .status == 403);
+  CHECK(HttpCall("GET", services.url + "/v2/apps/sneaky").status == 404);
 
   // Bad input: 400 naming the field; an app no node can hold says why.
   auto bad = HttpCall("POST", services.url + "/v2/apps",

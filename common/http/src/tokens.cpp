@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <set>
 
 #include "core/env.hpp"
@@ -182,6 +183,35 @@ TokenTable::Decision TokenTable::Authorize(const Request& req, Scope need) {
   }
   d.principal = Principal{found->name, found->scope};
   return d;
+}
+
+Result<std::shared_ptr<TokenTable>> LoadApiTokens(const std::string& token_file, bool insecure,
+                                                  const std::string& program) {
+  if (!token_file.empty()) {
+    TUG_ASSIGN_OR_RETURN(auto t, TokenTable::Load(token_file));
+    return std::shared_ptr<TokenTable>(std::move(t));
+  }
+  if (!insecure)
+    return MakeError(Errc::kInvalidArgument,
+                     "refusing to serve without credentials: pass --token-file FILE (make one with `tug-token add "
+                     "--file FILE --name NAME --scope operator`), or --insecure-no-auth for a local try-out");
+  for (int i = 0; i < 3; ++i)
+    spdlog::warn("{}: INSECURE: --insecure-no-auth: anyone who reaches this API (every task on the cluster, any "
+                 "local process) can change it. For a local try-out only.",
+                 program);
+  return std::shared_ptr<TokenTable>();
+}
+
+Server::Handler RequireToken(std::shared_ptr<TokenTable> tokens, Server::Handler inner,
+                             std::vector<std::string> open_paths) {
+  if (!tokens) return inner;
+  return [tokens = std::move(tokens), inner = std::move(inner), open = std::move(open_paths)](const Request& r) {
+    const std::string path = r.Path();
+    if (std::find(open.begin(), open.end(), path) != open.end()) return inner(r);
+    auto d = tokens->Authorize(r, ScopeForMethod(r.method));
+    if (!d) return d.error_response;
+    return inner(r);
+  };
 }
 
 }  // namespace tug::http

@@ -14,6 +14,7 @@
 #include "framework/scheduler_client.hpp"
 #include "http/client.hpp"
 #include "http/server.hpp"
+#include "http/tokens.hpp"
 
 namespace asio = boost::asio;
 using namespace tug;
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
       "  curl -XPOST localhost:8090/v1/jobs -d '{\"id\":\"pi\",\"driver\":{\"cmd\":\"./driver\"},\n"
       "        \"executors\":{\"instances\":4,\"cmd\":\"./executor\",\"cpus\":0.5,\"mem\":128}}'\n"
       "  curl localhost:8090/v1/jobs/pi; curl 'localhost:8090/v1/jobs/pi/logs?task=driver'\n"
+      "(each with -H \"Authorization: Bearer $TOKEN\", a token from tug-token add --file F --name N --scope operator)\n"
       "See docs/batch.md."};
   std::vector<std::string> masters{"http://127.0.0.1:5050"};
   std::string listen = "127.0.0.1:8090", state_dir, role = "batch",
@@ -59,8 +61,19 @@ int main(int argc, char** argv) {
   app.add_option("--role", role, "DRF role")->capture_default_str();
   app.add_option("--name", name, "framework name")->capture_default_str();
   app.add_option("--log-level", log_level)->capture_default_str();
+  std::string token_file;
+  bool insecure = false;
+  app.add_option("--token-file", token_file,
+                 "bearer tokens for the REST API (tug-token); GET needs viewer, changes operator; /healthz stays "
+                 "open. Required unless --insecure-no-auth");
+  app.add_flag("--insecure-no-auth", insecure, "serve the REST API to anyone who reaches it (local try-out only)");
   CLI11_PARSE(app, argc, argv);
   core::InitLogging(log_level, "cluster-batch");
+  auto tokens = http::LoadApiTokens(token_file, insecure, "cluster-batch");
+  if (!tokens) {
+    std::cerr << "cluster-batch: " << tokens.error().Message() << "\n";
+    return 2;
+  }
   if (!state_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(state_dir, ec);
@@ -129,7 +142,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto server = http::Server::Start(io, listen.substr(0, colon), static_cast<uint16_t>(port),
-                                    [&](const http::Request& r) { return sched.Handle(r); }, "tugboat-batch");
+                                    http::RequireToken(
+                                        *tokens, [&](const http::Request& r) { return sched.Handle(r); },
+                                        {"/healthz", "/ping"}),
+                                    "tugboat-batch");
   if (!server) {
     std::cerr << "cluster-batch: " << server.error().Message() << "\n";
     return 1;

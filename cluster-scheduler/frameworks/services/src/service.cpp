@@ -23,6 +23,7 @@
 #include "framework/scheduler_client.hpp"
 #include "haproxy_sink.hpp"
 #include "http/server.hpp"
+#include "http/tokens.hpp"
 #include "services/api.hpp"
 
 namespace tug::cluster::services {
@@ -257,6 +258,7 @@ Result<std::unique_ptr<ServicesFramework>> ServicesFramework::Start(ServicesOpti
   if (opts.state_dir.empty()) return MakeError(Errc::kInvalidArgument, "--state-dir: a directory for the state is needed");
   if (opts.scheduler.gateway && !opts.gateway)
     return MakeError(Errc::kInvalidArgument, "gateway sync enabled without a gateway");
+  TUG_ASSIGN_OR_RETURN(auto tokens, http::LoadApiTokens(opts.token_file, opts.insecure_no_auth, "cluster-services"));
   auto impl = std::make_unique<Impl>(std::move(opts));
   Impl* im = impl.get();
   im->driver = std::make_unique<ClientDriver>(im->opts.gateway, [im](std::function<void(Scheduler&)> fn) {
@@ -273,7 +275,10 @@ Result<std::unique_ptr<ServicesFramework>> ServicesFramework::Start(ServicesOpti
   });
   auto server = http::Server::Start(
       im->io, im->opts.listen_host, im->opts.listen_port,
-      [im](const http::Request& r) { return im->api ? im->api->Handle(r) : http::JsonError(503, "stopping"); },
+      http::RequireToken(
+          tokens,
+          [im](const http::Request& r) { return im->api ? im->api->Handle(r) : http::JsonError(503, "stopping"); },
+          {"/healthz", "/ping"}),
       "cluster-services");
   if (!server) return tl::unexpected(Wrap(server.error(), "listening on " + im->opts.listen_host + ":" +
                                                               std::to_string(im->opts.listen_port)));
@@ -366,8 +371,9 @@ int Main(int argc, char** argv) {
       "GET /v2/deployments, GET /v2/events as Server-Sent Events; see docs/services.md). Its framework id, app\n"
       "definitions and task list live in --state-dir, so a restarted cluster-services resumes as the same\n"
       "framework while the tasks keep running.\n\n"
-      "Example: cluster-services --master http://127.0.0.1:5050 --state-dir /var/lib/tugboat/services \\\n"
-      "           --listen 127.0.0.1:8080 --haproxy /var/lib/tugboat/haproxy"};
+      "Example: tug-token add --file /etc/tugboat/services.tokens --name ops --scope operator   # prints a token\n"
+      "         cluster-services --master http://127.0.0.1:5050 --state-dir /var/lib/tugboat/services \\\n"
+      "           --listen 127.0.0.1:8080 --haproxy /var/lib/tugboat/haproxy --token-file /etc/tugboat/services.tokens"};
   std::vector<std::string> masters;
   std::string listen = "127.0.0.1:8080", state_dir, haproxy_dir, haproxy_bind = "127.0.0.1", log_level = "info";
   ServicesOptions opts;
@@ -388,6 +394,11 @@ int Main(int argc, char** argv) {
   app.add_option("--drain-seconds", opts.scheduler.drain_s,
                  "after HAProxy dropped an instance, wait this long before killing it")->capture_default_str();
   app.add_option("--refuse-seconds", opts.scheduler.decline_refuse_s, "filter for declined offers")->capture_default_str();
+  app.add_option("--token-file", opts.token_file,
+                 "bearer tokens for the REST API (tug-token add --file FILE --name NAME --scope operator); GET "
+                 "needs viewer, changes operator; /healthz stays open. Required unless --insecure-no-auth");
+  app.add_flag("--insecure-no-auth", opts.insecure_no_auth,
+               "serve the REST API to anyone who reaches it (local try-out only; logged loudly)");
   app.add_option("--log-level", log_level, "debug, info, warn, error")->capture_default_str();
   try {
     app.parse(argc, argv);

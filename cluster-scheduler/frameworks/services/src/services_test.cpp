@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include "../test/cluster_fixture.hpp"
+#include "core/env.hpp"
+#include "http/tokens.hpp"
 #include "services/service.hpp"
 #include "testsupport/temp_dir.hpp"
 
@@ -18,16 +20,21 @@ namespace {
 
 struct Rest {
   std::string base;
+  std::string token;  // operator; sent as the bearer
   http::Client client;
 
+  http::Headers Headers() const {
+    http::Headers h{{"Content-Type", "application/json"}};
+    if (!token.empty()) h.emplace_back("Authorization", "Bearer " + token);
+    return h;
+  }
   http::ClientResponse Call(const std::string& method, const std::string& path, const json& body = nullptr) {
-    auto r = client.Call(method, base + path, body.is_null() ? std::string() : body.dump(),
-                         {{"Content-Type", "application/json"}});
+    auto r = client.Call(method, base + path, body.is_null() ? std::string() : body.dump(), Headers());
     REQUIRE(r);
     return *r;
   }
   http::ClientResponse Raw(const std::string& method, const std::string& path, const std::string& body) {
-    auto r = client.Call(method, base + path, body, {{"Content-Type", "application/json"}});
+    auto r = client.Call(method, base + path, body, Headers());
     REQUIRE(r);
     return *r;
   }
@@ -60,6 +67,7 @@ struct Cluster {
   std::vector<std::unique_ptr<AutoAgent>> agents;
   std::unique_ptr<services::ServicesFramework> fw;
   Rest rest;
+  const std::string token = http::NewToken(), viewer_token = http::NewToken();
 
   services::GatewaySink* sink = nullptr;
 
@@ -80,6 +88,11 @@ struct Cluster {
   }
   void StartServices() {
     auto opts = Options(master.url(), dir.Sub("state"));
+    opts.token_file = dir.Sub("api.tokens");
+    REQUIRE(core::WriteFileDurable(*core::DefaultEnv(), opts.token_file,
+                                   http::TokenLine("test", http::Scope::kOperator, token) +
+                                       http::TokenLine("dash", http::Scope::kViewer, viewer_token)));
+    rest.token = token;
     opts.gateway = sink;
     opts.scheduler.gateway = sink != nullptr;
     opts.scheduler.drain_s = 0.2;
@@ -259,7 +272,7 @@ TEST_CASE("services: a rolling upgrade with minimumHealthCapacity 1 and maximumO
   REQUIRE(c.Deployed());
   REQUIRE(c.observer.healthy() == 3);
   c.observer.ResetExtremes();
-  SseReader sse(c.fw->url());
+  SseReader sse(c.fw->url(), "", c.token);
   REQUIRE(WaitFor([&] { return sse.attached(); }, 5s));
 
   auto r = c.rest.Call("PUT", "/v2/apps/web", json{{"cmd", "sleep 2000"}});
@@ -376,7 +389,7 @@ TEST_CASE("services: invalid requests are refused with the field named") {
 
 TEST_CASE("services: the event stream delivers app, task, health and deployment events") {
   Cluster c(2);
-  SseReader sse(c.fw->url());
+  SseReader sse(c.fw->url(), "", c.token);
   REQUIRE(WaitFor([&] { return sse.attached(); }, 5s));
   json created = c.Create(App("/web", 2));
   CHECK(sse.events.Find("app_created", [](const json& e) { return e["appId"] == "/web"; }));
@@ -391,7 +404,7 @@ TEST_CASE("services: the event stream delivers app, task, health and deployment 
   REQUIRE(c.Deployed());
 
   // A filtered stream sees only what it asked for.
-  SseReader only(c.fw->url(), "?event_type=app_created,deployment_success");
+  SseReader only(c.fw->url(), "?event_type=app_created,deployment_success", c.token);
   REQUIRE(WaitFor([&] { return only.attached(); }, 5s));
   c.Create(App("/api", 1));
   REQUIRE(only.events.Find("deployment_success", [](const json& e) { return e["appId"] == "/api"; }, 10s));
@@ -491,4 +504,37 @@ TEST_CASE("services: the gateway lists exactly the healthy instances, and drops 
   REQUIRE(c.Deployed());
   REQUIRE(WaitFor([&] { return sink.last().empty(); }, 5s));
   CHECK(killed_while_serving == 0);
+}
+
+TEST_CASE("services: the REST API refuses anonymous and under-scoped calls, and will not start without credentials") {
+  Cluster c(1);
+  const json app = {{"id", "/x"}, {"cmd", "sleep 100"}, {"instances", 1}, {"cpus", 0.1}, {"mem", 16}};
+  http::Client raw;
+  auto anonymous = raw.Call("POST", c.fw->url() + "/v2/apps", app.dump(), {{"Content-Type", "application/json"}});
+  REQUIRE(anonymous);
+  CHECK(anonymous->status == 401);
+  CHECK(anonymous->Header("WWW-Authenticate").rfind("Bearer", 0) == 0);
+  auto viewer = raw.Call("DELETE", c.fw->url() + "/v2/apps/x", "", {{"Authorization", "Bearer " + c.viewer_token}});
+  REQUIRE(viewer);
+  CHECK(viewer->status == 403);
+  auto events = raw.Call("GET", c.fw->url() + "/v2/events");
+  REQUIRE(events);
+  CHECK(events->status == 401);
+  auto health = raw.Call("GET", c.fw->url() + "/healthz");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  CHECK(c.rest.Get("/v2/apps").value("apps", json::array()).empty());  // nothing was created
+
+  // Secure by default: no token file and no --insecure-no-auth is a refusal to start, naming the way out.
+  auto opts = Options(c.master.url(), c.dir.Sub("state2"));
+  auto refused = services::ServicesFramework::Start(opts);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().Message().find("--token-file") != std::string::npos);
+  opts.insecure_no_auth = true;
+  auto open = services::ServicesFramework::Start(opts);
+  REQUIRE(open);
+  auto anyone = raw.Call("GET", (*open)->url() + "/v2/apps");
+  REQUIRE(anyone);
+  CHECK(anyone->status == 200);
+  (*open)->Stop();
 }

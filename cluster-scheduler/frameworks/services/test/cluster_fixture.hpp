@@ -321,8 +321,8 @@ class AutoAgent {
 // Stopping waits for the next keepalive (ServicesOptions::event_keepalive) or event, or the end of the stream.
 class SseReader {
  public:
-  explicit SseReader(std::string url, std::string query = "")
-      : url_(std::move(url)), query_(std::move(query)), thread_([this] { Run(); }) {}
+  SseReader(std::string url, std::string query = "", std::string token = "")
+      : url_(std::move(url)), query_(std::move(query)), token_(std::move(token)), thread_([this] { Run(); }) {}
   ~SseReader() {
     stop_ = true;
     thread_.join();
@@ -360,11 +360,13 @@ class SseReader {
         }
         return {};
       };
-      c.Call("GET", url_ + "/v2/events" + query_, {}, {{"Accept", "text/event-stream"}}, &sink);
+      http::Headers h{{"Accept", "text/event-stream"}};
+      if (!token_.empty()) h.emplace_back("Authorization", "Bearer " + token_);
+      c.Call("GET", url_ + "/v2/events" + query_, {}, std::move(h), &sink);
       if (!stop_) std::this_thread::sleep_for(50ms);
     }
   }
-  std::string url_, query_;
+  std::string url_, query_, token_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

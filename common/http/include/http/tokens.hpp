@@ -79,4 +79,15 @@ class TokenTable {
 // The scope a REST call needs by method: GET/HEAD read (viewer), anything else changes (operator).
 Scope ScopeForMethod(std::string_view method);
 
+// Secure by default, for a server's start-up: the table from `token_file`; with `insecure` and no file, nullptr
+// (every call allowed) after a loud warning; with neither, kInvalidArgument telling how to make a token file.
+Result<std::shared_ptr<TokenTable>> LoadApiTokens(const std::string& token_file, bool insecure,
+                                                  const std::string& program);
+
+// `inner` behind `tokens`: a request for any path but `open_paths` (exact, e.g. /healthz for health checkers)
+// needs a token whose scope covers its method (ScopeForMethod), else 401/403 and `inner` never runs. A null table
+// lets everything through (LoadApiTokens' insecure mode).
+Server::Handler RequireToken(std::shared_ptr<TokenTable> tokens, Server::Handler inner,
+                             std::vector<std::string> open_paths);
+
 }  // namespace tug::http

@@ -35,6 +35,10 @@ struct ServicesOptions {
   std::chrono::milliseconds stream_idle_timeout{8000};
   std::chrono::milliseconds tick{250};
   std::chrono::milliseconds event_keepalive{15000};  // comment lines on idle /v2/events streams
+  // REST API credentials (http::TokenTable): GET needs a viewer token, changes an operator token; /healthz and
+  // /ping stay open for health checkers. Without a token file Start refuses, unless insecure_no_auth (loud).
+  std::string token_file;
+  bool insecure_no_auth = false;
 };
 
 class ServicesFramework {
