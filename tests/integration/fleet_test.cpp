@@ -12,6 +12,8 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "http/client.hpp"
+#include "http/tokens.hpp"
 #include "testsupport/mosquitto_server.hpp"
 #include "testsupport/net.hpp"
 
@@ -49,15 +51,29 @@ struct Fleet {
     const std::string log = h.dir.Sub("controller.log");
     (void)core::DefaultEnv()->RemoveFile(log);
     const uint16_t port = testsupport::FreeLoopbackPort();
+    // HTTPS with a named operator token (stored hashed), as in production; tug pins the CA.
+    const std::string tokens = h.dir.Sub("api.tokens");
+    REQUIRE(core::WriteFileDurable(*core::DefaultEnv(), tokens, http::TokenLine("ops", http::Scope::kOperator, token)));
+    const auto tls = broker->server_cert();
     auto p = core::Spawn({BuildPath("iot-controller/controller/iot-controller"), "--db", h.dir.Sub("ctrl.db"),
-                          "--listen", "127.0.0.1:" + std::to_string(port), "--token", token, "--root", root_file,
+                          "--listen", "127.0.0.1:" + std::to_string(port), "--api-tokens", tokens, "--tls-cert",
+                          tls.cert, "--tls-key", tls.key, "--root", root_file,
                           "--mqtt-host", "127.0.0.1", "--mqtt-port", std::to_string(broker->tls_port()), "--mqtt-ca",
                           broker->ca_file(), "--mqtt-cert", cert->cert, "--mqtt-key", cert->key, "--tick", "300ms"},
                          log);
     REQUIRE(p);
     controller = std::move(*p);
-    url = "http://127.0.0.1:" + std::to_string(port);
-    REQUIRE(testsupport::WaitFor([&] { return testsupport::HttpGetStatus(port, "/healthz") == 200; }, 15s));
+    url = "https://127.0.0.1:" + std::to_string(port);
+    http::ClientOptions co;
+    co.ca_file = broker->ca_file();
+    co.timeout = 2s;
+    REQUIRE(testsupport::WaitFor(
+        [&] {
+          http::Client c(co);
+          auto r = c.Call("GET", url + "/healthz");
+          return r && r->status == 200;
+        },
+        15s));
   }
 
   // Starts (or, with the same id, restarts) one device-agent daemon; returns its index in `agents`.
@@ -89,7 +105,8 @@ struct Fleet {
   }
 
   core::RunResult Tug(std::vector<std::string> args, std::chrono::seconds timeout = 60s) {
-    std::vector<std::string> argv{BuildPath("iot-controller/cli/tug"), "--controller", url, "--token", token};
+    std::vector<std::string> argv{BuildPath("iot-controller/cli/tug"), "--controller", url, "--ca", broker->ca_file(),
+                                  "--token", token};
     argv.insert(argv.end(), args.begin(), args.end());
     core::RunOptions o;
     o.timeout = timeout;
@@ -188,6 +205,28 @@ TEST_CASE("a fleet of five arm64 devices takes v2 in phases and a broken v3 stop
     auto d = f.Device(id);
     CHECK(d["active"]["version"] == 2);  // the canary rolled itself back; the others never saw v3
   }
+
+  // Everything went over HTTPS with the named token: the audit log says who did it.
+  auto audit = f.TugJson({"audit", "--limit", "100"});
+  bool saw_release = false, saw_rollout = false;
+  for (const auto& e : audit["entries"]) {
+    CHECK(e["principal"] == "ops");
+    saw_release |= e["method"] == "POST" && e["target"] == "/api/v1/releases" && e["status"] == 201;
+    saw_rollout |= e["method"] == "POST" && e["target"] == "/api/v1/rollouts" && e["status"] == 201;
+  }
+  CHECK(saw_release);
+  CHECK(saw_rollout);
+  // Without the CA pinned the controller's certificate is not trusted; in plain HTTP the TLS port answers nothing.
+  auto unpinned = core::Run({BuildPath("iot-controller/cli/tug"), "--controller", f.url, "--token", f.token,
+                             "releases", "list"});
+  REQUIRE(unpinned);
+  CHECK(unpinned->exit_code != 0);
+  std::string plain_url = f.url;
+  plain_url.replace(0, 5, "http");
+  auto plain = core::Run({BuildPath("iot-controller/cli/tug"), "--controller", plain_url, "--token", f.token,
+                          "releases", "list"});
+  REQUIRE(plain);
+  CHECK(plain->exit_code != 0);
 }
 
 TEST_CASE("a rollout survives a controller kill -9, a broker restart and a device offline for its first phase") {

@@ -19,6 +19,7 @@ struct FleetOptions {
   std::string controller;  // empty: $TUG_CONTROLLER, else http://127.0.0.1:8080
   std::string token;       // empty: --token-file, else $TUG_TOKEN
   std::string token_file;
+  std::string ca_file;     // empty: $TUG_CA; the CA an https:// controller's certificate must chain to
   bool json = false;       // print the API's JSON instead of tables
 };
 
@@ -35,6 +36,7 @@ void AddTrustCommands(CLI::App& app, Context& ctx);
 void AddReleaseCommands(CLI::App& app, Context& ctx);
 void AddFleetOptions(CLI::App& app, Context& ctx);
 void AddDevicesCommands(CLI::App& app, Context& ctx);
+void AddAuditCommands(CLI::App& app, Context& ctx);
 void AddReleasesCommands(CLI::App& app, Context& ctx);
 void AddRolloutCommands(CLI::App& app, Context& ctx);
 

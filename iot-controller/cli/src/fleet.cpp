@@ -38,6 +38,9 @@ void AddFleetOptions(CLI::App& app, Context& ctx) {
   app.add_option("--token-file", f.token_file, "Read the API bearer token from a file")
       ->type_name("PATH")
       ->excludes(token);
+  app.add_option("--ca", f.ca_file,
+                 "CA certificate (PEM) to trust for an https:// controller, e.g. its own CA (default $TUG_CA)")
+      ->type_name("PATH");
   app.add_flag("--json", f.json, "Print the controller's JSON answers instead of tables");
 }
 
@@ -60,7 +63,12 @@ Result<ApiClient> Connect(const Context& ctx) {
     const char* env = GetEnv(ctx.io, "TUG_TOKEN");
     if (env) token = env;
   }
-  return ApiClient::Create(url, std::move(token), kRequestTimeout);
+  std::string ca = f.ca_file;
+  if (ca.empty()) {
+    const char* env = GetEnv(ctx.io, "TUG_CA");
+    if (env) ca = env;
+  }
+  return ApiClient::Create(url, std::move(token), kRequestTimeout, std::move(ca));
 }
 
 Result<Json> ParseBody(const std::string& body, const std::string& what) {

@@ -2,24 +2,16 @@
 
 #include "http_client.hpp"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
+#include "http/client.hpp"
+
+#include <boost/beast/http/status.hpp>
 #include <cctype>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace tug::cli {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-using tcp = asio::ip::tcp;
+namespace bhttp = boost::beast::http;
 
 namespace {
 
@@ -27,7 +19,7 @@ class ApiErrorCategory : public std::error_category {
  public:
   const char* name() const noexcept override { return "tug-api"; }
   std::string message(int status) const override {
-    const auto reason = http::obsolete_reason(static_cast<http::status>(status));
+    const auto reason = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
     std::string s = "HTTP " + std::to_string(status);
     if (!reason.empty() && reason != "<unknown-status>") s += " " + std::string(reason);
     return s;
@@ -75,103 +67,53 @@ std::string EscapePathSegment(const std::string& s) { return Escape(s, ""); }
 std::string EscapeQueryValue(const std::string& s) { return Escape(s, "=:/"); }
 
 Result<ApiClient> ApiClient::Create(const std::string& controller, std::string token,
-                                    std::chrono::milliseconds timeout) {
-  const std::string scheme = "http://";
-  if (controller.rfind("https://", 0) == 0)
-    return MakeError(Errc::kUnsupported, "--controller " + controller + ": https is not supported, use http://");
-  if (controller.rfind(scheme, 0) != 0)
-    return MakeError(Errc::kInvalidArgument, "--controller " + controller + " is not an http:// URL");
-  const std::string rest = controller.substr(scheme.size());
-  const auto slash = rest.find('/');
-  const std::string authority = rest.substr(0, slash);
-  ApiClient c;
-  c.prefix_ = slash == std::string::npos ? "" : rest.substr(slash);
-  while (!c.prefix_.empty() && c.prefix_.back() == '/') c.prefix_.pop_back();
-  if (authority.empty()) return MakeError(Errc::kInvalidArgument, "--controller " + controller + " has no host");
-  if (authority.front() == '[') {
-    const auto close = authority.find(']');
-    if (close == std::string::npos)
-      return MakeError(Errc::kInvalidArgument, "--controller " + controller + ": bad IPv6 host");
-    c.host_ = authority.substr(1, close - 1);
-    if (close + 1 < authority.size() && authority[close + 1] == ':') c.port_ = authority.substr(close + 2);
-  } else {
-    const auto colon = authority.rfind(':');
-    c.host_ = authority.substr(0, colon);
-    if (colon != std::string::npos) c.port_ = authority.substr(colon + 1);
-  }
-  if (c.port_.empty()) c.port_ = "80";
-  if (c.port_.find_first_not_of("0123456789") != std::string::npos || c.host_.empty())
+                                    std::chrono::milliseconds timeout, std::string ca_file) {
+  const bool https = controller.rfind("https://", 0) == 0;
+  if (!https && controller.rfind("http://", 0) != 0)
+    return MakeError(Errc::kInvalidArgument, "--controller " + controller + " is not an http:// or https:// URL");
+  auto url = tug::http::Url::Parse(controller);
+  if (!url || url->host.empty())
     return MakeError(Errc::kInvalidArgument, "--controller " + controller + ": bad host or port");
+  ApiClient c;
+  c.base_ = *url;
+  c.prefix_ = url->target == "/" ? "" : url->target.substr(0, url->target.find('?'));
+  while (!c.prefix_.empty() && c.prefix_.back() == '/') c.prefix_.pop_back();
   c.token_ = std::move(token);
   c.timeout_ = timeout;
+  c.ca_file_ = std::move(ca_file);
+  if (!c.ca_file_.empty() && !https)
+    return MakeError(Errc::kInvalidArgument, "--ca " + c.ca_file_ + " is for an https:// controller, not " + controller);
   return c;
 }
 
 Result<std::string> ApiClient::Send(const std::string& method, const std::string& path,
                                     const std::string& body) const {
   const std::string where = method + " " + prefix_ + "/api/v1" + path;
-  asio::io_context ioc;
-  beast::tcp_stream stream(ioc);
-  tcp::resolver resolver(ioc);
-  asio::steady_timer resolve_deadline(ioc);
-  Result<std::string> result = MakeError(Errc::kInternal, where + ": request did not run");
-
-  // One deadline for the whole exchange: the stream's expiry covers connect, write and read; the resolver has
-  // none of its own, so a timer cancels it.
-  auto exchange = [&]() -> asio::awaitable<void> {
-    beast::error_code ec;
-    auto fail = [&](Errc code, const std::string& what) {
-      result = MakeError(code, where + ": " + what + " (controller " + host_ + ":" + port_ + ")");
-    };
-    resolve_deadline.expires_after(timeout_);
-    resolve_deadline.async_wait([&](const beast::error_code& tec) {
-      if (!tec) resolver.cancel();
-    });
-    auto endpoints = co_await resolver.async_resolve(host_, port_, asio::redirect_error(asio::use_awaitable, ec));
-    resolve_deadline.cancel();
-    if (ec) co_return fail(ec == asio::error::operation_aborted ? Errc::kTimeout : Errc::kUnavailable,
-                           "resolving host: " + ec.message());
-
-    stream.expires_after(timeout_);
-    co_await stream.async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec == beast::error::timeout) co_return fail(Errc::kTimeout, "connect timed out");
-    if (ec) co_return fail(Errc::kUnavailable, "cannot connect: " + ec.message());
-
-    http::request<http::string_body> req{http::string_to_verb(method), prefix_ + "/api/v1" + path, 11};
-    req.set(http::field::host, host_ + ":" + port_);
-    req.set(http::field::user_agent, "tug");
-    req.set(http::field::accept, "application/json");
-    if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
-    if (method != "GET") {
-      req.set(http::field::content_type, "application/json");
-      req.body() = body;
-      req.prepare_payload();
-    }
-    req.keep_alive(false);
-    co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec == beast::error::timeout) co_return fail(Errc::kTimeout, "sending the request timed out");
-    if (ec) co_return fail(Errc::kUnavailable, "sending the request: " + ec.message());
-
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(64u << 20);  // the largest answer is a device list; 64 MiB is far beyond any real fleet
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec == beast::error::timeout) co_return fail(Errc::kTimeout, "no answer within the timeout");
-    if (ec) co_return fail(Errc::kProtocol, "reading the answer: " + ec.message());
-
-    auto& res = parser.get();
-    const int status = static_cast<int>(res.result_int());
-    if (status >= 200 && status < 300) {
-      result = std::move(res.body());
-    } else {
-      result = tl::unexpected(Error{std::error_code(status, ApiCategory()), ApiErrorText(res.body())});
-    }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  };
-  asio::co_spawn(ioc, exchange(), asio::detached);
-  ioc.run();
-  return result;
+  tug::http::ClientOptions o;
+  o.timeout = timeout_;
+  // The controller's CA, pinned: with it only that CA's certificates are trusted on top of the system's.
+  o.ca_file = ca_file_;
+  o.max_collected_body = 64u << 20;  // the largest answer is a device list; 64 MiB is far beyond any real fleet
+  tug::http::Client client(o);
+  tug::http::ClientRequest req;
+  req.method = method;
+  req.url = base_;
+  req.url.target = prefix_ + "/api/v1" + path;
+  req.headers = {{"User-Agent", "tug"}, {"Accept", "application/json"}};
+  if (!token_.empty()) req.headers.emplace_back("Authorization", "Bearer " + token_);
+  if (method != "GET") req.headers.emplace_back("Content-Type", "application/json");
+  req.body = body;
+  auto res = client.Send(req);
+  const std::string peer = " (controller " + base_.host + ":" + base_.port + ")";
+  if (!res) {
+    const Error& e = res.error();
+    if (e.Is(Errc::kTimeout)) return MakeError(Errc::kTimeout, where + ": no answer within the timeout" + peer);
+    if (e.Is(Errc::kUnavailable))
+      return MakeError(Errc::kUnavailable, where + ": cannot connect: " + e.Message() + peer);
+    return tl::unexpected(Wrap(e, where + peer));
+  }
+  if (res->status >= 200 && res->status < 300) return std::move(res->body);
+  return tl::unexpected(Error{std::error_code(res->status, ApiCategory()), ApiErrorText(res->body)});
 }
 
 }  // namespace tug::cli

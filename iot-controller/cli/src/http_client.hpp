@@ -1,6 +1,6 @@
-// Blocking HTTP/1.1 client for the controller's REST API. One connection per request: a CLI makes a handful of
-// calls, so pooling is not worth its state. Beast stays inside http_client.cpp (slow to compile); the commands see
-// only strings. Plain http:// only: the controller is reached on a trusted network or through a local tunnel.
+// Blocking client for the controller's REST API over common/http's http::Client: http:// or https://, the latter
+// verified against the system's CAs plus a pinned CA file (--ca / $TUG_CA: the controller's own CA). The commands
+// see only strings.
 #pragma once
 
 #include <chrono>
@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "core/error.hpp"
+#include "http/client.hpp"
 
 namespace tug::cli {
 
@@ -21,7 +22,7 @@ class ApiClient {
  public:
   // `controller` is "http://host[:port][/prefix]"; requests go to <prefix>/api/v1/<path>.
   static Result<ApiClient> Create(const std::string& controller, std::string token,
-                                  std::chrono::milliseconds timeout);
+                                  std::chrono::milliseconds timeout, std::string ca_file = "");
 
   // `path` is relative to /api/v1 and already escaped (see EscapePathSegment, EscapeQueryValue), e.g.
   // "/devices?online=true". Returns the body of a 2xx answer; any other status becomes an ApiCategory error.
@@ -37,7 +38,8 @@ class ApiClient {
  private:
   Result<std::string> Send(const std::string& method, const std::string& path, const std::string& body) const;
 
-  std::string host_, port_, prefix_, token_;
+  tug::http::Url base_;
+  std::string prefix_, token_, ca_file_;
   std::chrono::milliseconds timeout_{};
 };
 

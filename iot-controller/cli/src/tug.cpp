@@ -52,11 +52,13 @@ int Run(const std::vector<std::string>& args, const Io& io) {
       "  tug release sign --key release-key --image 127.0.0.1:5000/acme/sensor@sha256:<hex> --version 1 "
       "> release.json\n"
       "  tug release verify --root root.json release.json\n\n"
-      "Fleet (controller at --controller or $TUG_CONTROLLER, token from --token, --token-file or $TUG_TOKEN):\n"
+      "Fleet (controller at --controller or $TUG_CONTROLLER, http:// or https:// with --ca or $TUG_CA; token from\n"
+      "--token, --token-file or $TUG_TOKEN):\n"
       "  tug releases add release.json\n"
       "  tug rollout create --release 1 --label site=berlin --phase 1@30s --phase 50% --phase 100%\n"
       "  tug rollout watch r-1\n"
-      "  tug devices list --online");
+      "  tug devices list --online\n"
+      "  tug audit --limit 20");
 
   Context ctx{io, {}, {}, {}};
   AddFleetOptions(app, ctx);
@@ -65,6 +67,7 @@ int Run(const std::vector<std::string>& args, const Io& io) {
   AddReleaseCommands(app, ctx);
   AddDevicesCommands(app, ctx);
   AddReleasesCommands(app, ctx);
+  AddAuditCommands(app, ctx);
   AddRolloutCommands(app, ctx);
 
   // CLI11 wants argv; it reports problems as exceptions, which stay inside this function.

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <charconv>
+
 #include <nlohmann/json.hpp>
 
 #include <set>
@@ -259,6 +261,27 @@ Api::Api(Store& store, Engine& engine, Metrics& metrics, crypto::TrustRoot root,
       clock_(clock) {}
 
 HttpResponse Api::Handle(const HttpRequest& req) {
+  HttpResponse out = Route(req);
+  const bool mutating = req.method != "GET" && req.method != "HEAD";
+  if (mutating && req.target.rfind("/api/v1/", 0) == 0) {
+    // Every change, and every refused attempt at one: who, what, when, result.
+    Store::AuditEntry e;
+    e.at = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.Now().time_since_epoch()).count();
+    e.principal = principal_;
+    e.method = req.method.substr(0, 16);
+    e.target = req.target.substr(0, 512);
+    e.status = out.status;
+    if (out.status >= 400) {
+      auto j = json::parse(out.body, nullptr, false);
+      if (j.is_object() && j.contains("error") && j["error"].is_string()) e.detail = j["error"].get<std::string>();
+      if (e.detail.size() > 512) e.detail.resize(512);
+    }
+    if (auto st = store_.AppendAudit(e); !st) spdlog::error("audit log: {}", st.error().Message());
+  }
+  return out;
+}
+
+HttpResponse Api::Route(const HttpRequest& req) {
   ++metrics_.http_requests;
   const size_t qpos = req.target.find('?');
   const std::string path = req.target.substr(0, qpos);
@@ -278,10 +301,26 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   }
   if (p.size() < 3 || p[0] != "api" || p[1] != "v1") return Err(404, "no such route: " + path);
 
+  // Who is calling: a named token of the table (its scope must cover the call), or the one shared --token (admin).
+  principal_.clear();
   const std::string kBearer = "Bearer ";
-  if (req.authorization.rfind(kBearer, 0) != 0 ||
-      !ConstantTimeEquals(req.authorization.substr(kBearer.size()), token_))
+  const bool shared_ok = !token_.empty() && req.authorization.rfind(kBearer, 0) == 0 &&
+                         ConstantTimeEquals(req.authorization.substr(kBearer.size()), token_);
+  if (shared_ok) {
+    principal_ = "token";
+  } else if (tokens_) {
+    http::Request hr;
+    hr.method = m;
+    hr.target = req.target;
+    hr.headers.emplace_back("Authorization", req.authorization);
+    const bool audit_read = p[2] == "audit";  // who did what is for operators, not every viewer
+    auto d = tokens_->Authorize(hr, audit_read ? http::Scope::kOperator : http::ScopeForMethod(m));
+    if (!d) return HttpResponse{.status = d.error_response.status, .content_type = "application/json",
+                                .body = d.error_response.body};
+    principal_ = d.principal->name;
+  } else {
     return Err(401, "missing or wrong bearer token");
+  }
 
   json body;
   if (m == "POST" || m == "PUT") {
@@ -289,6 +328,29 @@ HttpResponse Api::Handle(const HttpRequest& req) {
     if (body.is_discarded()) return Err(400, "body is not valid JSON", "body");
   }
   const std::string& coll = p[2];
+
+  // ---- audit ----
+  if (coll == "audit" && p.size() == 3) {
+    if (m != "GET") return Err(405, "method not allowed");
+    int64_t limit = 100, before = 0;
+    for (const auto& [k, v] : query) {
+      if (k != "limit" && k != "before") return Err(400, "unknown parameter " + k, k);
+      int64_t n = 0;
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec != std::errc() || end != v.data() + v.size()) return Err(400, k + " must be an integer", k);
+      (k == "limit" ? limit : before) = n;
+    }
+    if (limit < 1 || limit > 1000) return Err(400, "limit must be 1..1000", "limit");
+    auto rows = store_.ListAudit(before, limit);
+    if (!rows) return FromError(rows.error());
+    json entries = json::array();
+    for (const auto& e : *rows)
+      entries.push_back({{"id", e.id}, {"at", e.at}, {"principal", e.principal}, {"method", e.method},
+                         {"target", e.target}, {"status", e.status}, {"detail", e.detail}});
+    json out{{"entries", entries}};
+    if (static_cast<int64_t>(rows->size()) == limit) out["next_before"] = rows->back().id;
+    return Json(200, out);
+  }
 
   // ---- devices ----
   if (coll == "devices") {

@@ -1,7 +1,10 @@
 // The REST API through the real HTTP server on a free loopback port.
 #include <catch2/catch.hpp>
 
+#include "core/env.hpp"
+#include "http/tokens.hpp"
 #include "test_util.hpp"
+#include "testsupport/temp_dir.hpp"
 
 using namespace tug;
 using namespace tug::controller;
@@ -33,6 +36,52 @@ TEST_CASE("the API refuses a missing or wrong bearer token and accepts the right
   CHECK(r.status == 200);
   CHECK(r.body["devices"].is_array());
   CHECK(Call(c.port(), "GET", "/api/v1/nothing", "s3cret").status == 404);
+}
+
+TEST_CASE("named tokens: a viewer reads, an operator changes, and every change or refused attempt is audited") {
+  Signer signer;
+  NullPublisher pub;
+  TestController c(pub, signer.root, /*shared token disabled*/ "");
+  tug::testsupport::TempDir dir;
+  const std::string viewer = http::NewToken(), op = http::NewToken();
+  REQUIRE(core::WriteFileDurable(*core::DefaultEnv(), dir.Sub("api.tokens"),
+                                 http::TokenLine("dashboard", http::Scope::kViewer, viewer) +
+                                     http::TokenLine("ops", http::Scope::kOperator, op)));
+  auto table = http::TokenTable::Load(dir.Sub("api.tokens"));
+  REQUIRE(table);
+  std::shared_ptr<http::TokenTable> tokens(std::move(*table));
+  c.OnIo([&] { c.api().set_tokens(tokens); });
+
+  CHECK(Call(c.port(), "GET", "/api/v1/devices", viewer).status == 200);
+  CHECK(Call(c.port(), "GET", "/api/v1/devices", "s3cret").status == 401);  // the shared token is off
+  CHECK(Call(c.port(), "POST", "/api/v1/releases", viewer, signer.Sign(3)).status == 403);
+  CHECK(Call(c.port(), "POST", "/api/v1/releases", "", signer.Sign(3)).status == 401);
+  CHECK(Call(c.port(), "GET", "/api/v1/releases/3", op).status == 404);  // nothing was registered
+  CHECK(Call(c.port(), "POST", "/api/v1/releases", op, signer.Sign(3)).status == 201);
+  CHECK(Call(c.port(), "POST", "/api/v1/rollouts/r-9/pause", op).status == 404);
+  CHECK(Call(c.port(), "GET", "/api/v1/audit", viewer).status == 403);  // who did what: operators
+
+  auto audit = Call(c.port(), "GET", "/api/v1/audit", op);
+  REQUIRE(audit.status == 200);
+  const auto& e = audit.body["entries"];
+  REQUIRE(e.size() == 4);  // newest first; the GETs are not audited
+  CHECK(e[0]["principal"] == "ops");
+  CHECK(e[0]["target"] == "/api/v1/rollouts/r-9/pause");
+  CHECK(e[0]["status"] == 404);
+  CHECK(e[1]["principal"] == "ops");
+  CHECK(e[1]["method"] == "POST");
+  CHECK(e[1]["status"] == 201);
+  CHECK(e[2]["principal"] == "");
+  CHECK(e[2]["status"] == 401);
+  CHECK(e[3]["status"] == 403);
+  CHECK(e[3]["detail"].get<std::string>().find("viewer") != std::string::npos);
+  CHECK(e[0]["at"].get<int64_t>() >= e[3]["at"].get<int64_t>());
+  auto page = Call(c.port(), "GET", "/api/v1/audit?limit=2", op);
+  REQUIRE(page.body["entries"].size() == 2);
+  auto next = Call(c.port(), "GET", "/api/v1/audit?limit=2&before=" + std::to_string(page.body["next_before"].get<int64_t>()), op);
+  REQUIRE(next.body["entries"].size() == 2);
+  CHECK(next.body["entries"][1]["status"] == 403);
+  CHECK(Call(c.port(), "GET", "/api/v1/audit?limit=x", op).status == 400);
 }
 
 TEST_CASE("releases are registered only when signed by the trust root, and a version keeps its digest") {

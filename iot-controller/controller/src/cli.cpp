@@ -23,6 +23,7 @@
 #include "core/log.hpp"
 #include "crypto/trust_root.hpp"
 #include "http/server.hpp"
+#include "http/tokens.hpp"
 
 namespace tug::controller {
 
@@ -98,6 +99,9 @@ Status ApplyFile(const std::string& path, std::map<std::string, std::string>& v)
   TUG_TRY(take(j, "listen", "listen", false));
   TUG_TRY(take(j, "token", "token", false));
   TUG_TRY(take(j, "token_file", "token_file", true));
+  TUG_TRY(take(j, "api_tokens", "api_tokens", true));
+  TUG_TRY(take(j, "tls_cert", "tls_cert", true));
+  TUG_TRY(take(j, "tls_key", "tls_key", true));
   TUG_TRY(take(j, "root", "root", true));
   TUG_TRY(take(j, "tick", "tick", false));
   TUG_TRY(take(j, "log_level", "log_level", false));
@@ -126,6 +130,10 @@ Result<Config> ParseConfig(int argc, char** argv) {
       {"listen", "HTTP listen address HOST:PORT (port 0 picks one; printed as 'listening on ...')"},
       {"token", "bearer token the API requires"},
       {"token-file", "file whose first line is the bearer token"},
+      {"api-tokens", "named, scoped bearer tokens (tug-token add --file F --name N --scope viewer|operator|admin); "
+                     "reloaded on change"},
+      {"tls-cert", "serve the API over HTTPS with this certificate (PEM; needs --tls-key)"},
+      {"tls-key", "the HTTPS private key (PEM)"},
       {"root", "fleet trust root (root.json) releases are verified against"},
       {"mqtt-host", "MQTT broker host (without it the controller runs without MQTT)"},
       {"mqtt-port", "MQTT broker port (8883)"},
@@ -169,7 +177,13 @@ Result<Config> ParseConfig(int argc, char** argv) {
     TUG_ASSIGN_OR_RETURN(std::string t, ReadFile(get("token_file")));
     c.token = t.substr(0, t.find_first_of("\r\n"));
   }
-  if (c.token.empty()) return MakeError(Errc::kInvalidArgument, "--token or --token-file is required");
+  c.api_tokens_file = get("api_tokens");
+  if (c.token.empty() && c.api_tokens_file.empty())
+    return MakeError(Errc::kInvalidArgument, "--api-tokens, --token or --token-file is required");
+  c.tls_cert = get("tls_cert");
+  c.tls_key = get("tls_key");
+  if (c.tls_cert.empty() != c.tls_key.empty())
+    return MakeError(Errc::kInvalidArgument, "--tls-cert and --tls-key go together");
   c.root_file = get("root");
   if (c.root_file.empty()) return MakeError(Errc::kInvalidArgument, "--root is required (the fleet trust root)");
   if (!get("log_level").empty()) c.log_level = get("log_level");
@@ -261,9 +275,24 @@ int Main(int argc, char** argv) {
   Publisher& publisher = bridge ? static_cast<Publisher&>(*bridge) : null_publisher;
   Engine engine(**store, publisher, *core::SystemClock());
   Api api(**store, engine, metrics, *root, cfg->token, *core::SystemClock());
-
+  if (!cfg->api_tokens_file.empty()) {
+    auto tokens = http::TokenTable::Load(cfg->api_tokens_file);
+    if (!tokens) {
+      std::cerr << "iot-controller: " << tokens.error().Message() << "\n";
+      return 2;
+    }
+    api.set_tokens(std::shared_ptr<http::TokenTable>(std::move(*tokens)));
+  }
+  http::ServerOptions server_opts;
+  server_opts.server_name = "tugboat-controller";
+  if (!cfg->tls_cert.empty()) {
+    server_opts.tls = http::ServerOptions::Tls{cfg->tls_cert, cfg->tls_key, "", false};
+  } else if (cfg->listen_host != "127.0.0.1" && cfg->listen_host != "::1" && cfg->listen_host != "localhost") {
+    spdlog::warn("the API is plain HTTP on {}: tokens cross the network in clear text (--tls-cert/--tls-key)",
+                 cfg->listen_host);
+  }
   auto server = http::Server::Start(io, cfg->listen_host, cfg->listen_port,
-                                    [&api](const http::Request& r) { return api.Serve(r); }, "tugboat-controller");
+                                    [&api](const http::Request& r) { return api.Serve(r); }, server_opts);
   if (!server) {
     std::cerr << "iot-controller: " << server.error().Message() << "\n";
     return 1;

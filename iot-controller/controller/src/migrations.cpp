@@ -85,6 +85,18 @@ CREATE TABLE job_reports (
 CREATE INDEX rollout_devices_state ON rollout_devices (rollout_id, state, device_id);
 CREATE INDEX rollout_devices_sent_at ON rollout_devices (rollout_id, state, sent_at);
 )sql",
+      // 3: the audit log: every mutating API call (who, what, when, result), refused ones included.
+      R"sql(
+CREATE TABLE audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  principal TEXT NOT NULL,
+  method TEXT NOT NULL,
+  target TEXT NOT NULL,
+  status INTEGER NOT NULL,
+  detail TEXT NOT NULL DEFAULT ''
+);
+)sql",
   };
   return m;
 }

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <limits>
+
 #include <type_traits>
 #include <unordered_map>
 
@@ -404,6 +406,29 @@ Status Store::PutDevice(const Device& d) {
       .Bind(d.desired)
       .Bind(d.created_at);
   return s.Run();
+}
+
+Status Store::AppendAudit(const AuditEntry& e) {
+  Stmt s(*cache_, db_, "INSERT INTO audit (at, principal, method, target, status, detail) VALUES (?,?,?,?,?,?)");
+  s.Bind(e.at).Bind(e.principal).Bind(e.method).Bind(e.target).Bind(static_cast<int64_t>(e.status)).Bind(e.detail);
+  return s.Run();
+}
+
+Result<std::vector<Store::AuditEntry>> Store::ListAudit(int64_t before, int64_t limit) {
+  Stmt s(*cache_, db_,
+         "SELECT id, at, principal, method, target, status, detail FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?");
+  s.Bind(before > 0 ? before : std::numeric_limits<int64_t>::max()).Bind(limit);
+  return s.All([](const Stmt& row) {
+    AuditEntry e;
+    e.id = row.Int(0);
+    e.at = row.Int(1);
+    e.principal = row.Text(2);
+    e.method = row.Text(3);
+    e.target = row.Text(4);
+    e.status = static_cast<int>(row.Int(5));
+    e.detail = row.Text(6);
+    return e;
+  });
 }
 
 Result<std::optional<Release>> Store::GetRelease(uint64_t version) {

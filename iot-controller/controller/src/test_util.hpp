@@ -114,6 +114,7 @@ class TestController {
     return fut.get();
   }
   Engine& engine() { return engine_; }
+  Api& api() { return api_; }
   Store& store() { return *store_; }
   boost::asio::io_context& io() { return io_; }
   Metrics& metrics() { return metrics_; }

@@ -6,6 +6,7 @@
 // Threading: call on the io_context thread (it drives the Engine and the Store); blocks on SQLite only.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "controller/engine.hpp"
@@ -14,6 +15,7 @@
 #include "core/clock.hpp"
 #include "crypto/trust_root.hpp"
 #include "http/server.hpp"
+#include "http/tokens.hpp"
 
 namespace tug::controller {
 
@@ -36,15 +38,23 @@ class Api {
   Api(Store& store, Engine& engine, Metrics& metrics, crypto::TrustRoot root, std::string token,
       const core::Clock& clock);
   HttpResponse Handle(const HttpRequest& req);
+  // Named, scoped tokens (http::TokenTable) besides the shared `token` (which stays an admin token; "" disables
+  // it): GET needs viewer, changes operator, GET /api/v1/audit operator. Every mutating call, refused or not, goes
+  // to the audit log (Store::AppendAudit) with the token's name.
+  void set_tokens(std::shared_ptr<http::TokenTable> tokens) { tokens_ = std::move(tokens); }
   // The same, as the handler of an http::Server (common/http).
   http::Response Serve(const http::Request& req);
 
  private:
+  HttpResponse Route(const HttpRequest& req);
+
   Store& store_;
   Engine& engine_;
   Metrics& metrics_;
   crypto::TrustRoot root_;
   std::string token_;
+  std::shared_ptr<http::TokenTable> tokens_;
+  std::string principal_;  // of the request being handled (io thread only)
   const core::Clock& clock_;
 };
 

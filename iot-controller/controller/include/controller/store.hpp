@@ -117,6 +117,19 @@ class Store {
   Result<bool> RecordReport(const std::string& device_id, const std::string& job, const std::string& boot_id,
                             uint64_t seq);
 
+  // The audit log (migration 3): one row per mutating API call.
+  struct AuditEntry {
+    int64_t id = 0;  // assigned by AppendAudit
+    Millis at = 0;
+    std::string principal;  // token name, "" when the call was refused before one was known
+    std::string method, target;
+    int status = 0;
+    std::string detail;  // the error text of a refused or failed call
+  };
+  Status AppendAudit(const AuditEntry& e);
+  // Newest first: entries with id below `before` (0: from the newest), at most `limit`.
+  Result<std::vector<AuditEntry>> ListAudit(int64_t before, int64_t limit);
+
   sqlite3* db() { return db_; }
 
  private:

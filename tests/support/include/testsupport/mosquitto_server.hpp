@@ -50,6 +50,9 @@ class MosquittoServer {
   // 0 when started without the plain listener.
   uint16_t plain_port() const { return plain_port_; }
   std::string ca_file() const { return layout_.ca.cert; }
+  // The broker's own certificate (SANs 127.0.0.1, localhost; from the fleet CA): usable by other loopback servers
+  // of a test, e.g. the controller's HTTPS API, that clients then verify with ca_file().
+  broker::CertPair server_cert() const { return layout_.server; }
   const std::string& controller_id() const { return opts_.controller_id; }
   // {cert, key} for a client whose certificate CN (hence MQTT user) is `client_id`; generated on first use.
   Result<broker::CertPair> Cert(const std::string& client_id);
