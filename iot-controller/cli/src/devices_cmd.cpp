@@ -195,6 +195,29 @@ void AddDevicesCommands(CLI::App& app, Context& ctx) {
       if (!IsRemoval(a)) ParseLabelArg("label", a);
     ctx.action = [&ctx, lid, assignments, replace] { return Label(ctx, *lid, *assignments, *replace); };
   });
+
+  auto rid = std::make_shared<std::string>();
+  auto reason = std::make_shared<std::string>();
+  CLI::App* revoke = devices->add_subcommand("revoke", "Revoke a device (stolen, decommissioned): the controller "
+                                                       "ignores everything it reports from now on.");
+  revoke->add_option("id", *rid, "Device id")->required()->type_name("ID");
+  revoke->add_option("--reason", *reason, "Why, for the audit log and `tug devices get`")->type_name("TEXT");
+  revoke->footer(
+      "Also revoke its certificate at the broker so it cannot connect at all:\n"
+      "  tug-broker-config --out /etc/tugboat/broker --revoke pi-0042   # then restart mosquitto\n\n"
+      "Example:\n  tug devices revoke pi-0042 --reason \"reported stolen\"");
+  revoke->callback([&ctx, rid, reason] {
+    ctx.action = [&ctx, rid, reason] {
+      Json body = Json::object();
+      if (!reason->empty()) body["reason"] = *reason;
+      return CallAndRender(ctx, "POST", "/devices/" + EscapePathSegment(*rid) + "/revoke", body.dump(),
+                           [&ctx, rid](const Json&) {
+                             ctx.io.out << "revoked " << *rid
+                                        << ": its reports are ignored; revoke its certificate at the broker too "
+                                           "(tug-broker-config --revoke)\n";
+                           });
+    };
+  });
 }
 
 }  // namespace tug::cli

@@ -1,5 +1,7 @@
 #include "controller/api.hpp"
 
+#include "fleet/topics.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <charconv>
@@ -362,12 +364,31 @@ HttpResponse Api::Route(const HttpRequest& req) {
       if (!text) return FromError(text.error());
       return HttpResponse{.status = 200, .content_type = "application/json", .body = std::move(*text)};
     }
+    if (p.size() == 5 && p[4] == "revoke") {
+      // Also for a device that never reported: its certificate may be revoked before it is ever used.
+      if (m != "POST") return Err(405, "method not allowed");
+      if (!fleet::ValidDeviceId(p[3])) return Err(400, "not a device id", "id");
+      std::string reason;
+      if (body.contains("reason")) {
+        if (!body["reason"].is_string() || body["reason"].get<std::string>().size() > 512)
+          return Err(400, "reason must be a string of at most 512 bytes", "reason");
+        reason = body["reason"].get<std::string>();
+      }
+      if (auto st = engine_.RevokeDevice(p[3], principal_, reason); !st) return FromError(st.error());
+      auto r = store_.GetRevocation(p[3]);
+      if (!r) return FromError(r.error());
+      return Json(200, {{"id", p[3]}, {"revoked", {{"at", (*r)->at}, {"by", (*r)->by}, {"reason", (*r)->reason}}}});
+    }
     auto dev = store_.GetDevice(p[3]);
     if (!dev) return FromError(dev.error());
     if (!*dev) return Err(404, "device " + p[3] + " not found");
     if (p.size() == 4) {
       if (m != "GET") return Err(405, "method not allowed");
-      return Json(200, DeviceJson(**dev));
+      json out = DeviceJson(**dev);
+      auto r = store_.GetRevocation(p[3]);
+      if (!r) return FromError(r.error());
+      if (*r) out["revoked"] = {{"at", (*r)->at}, {"by", (*r)->by}, {"reason", (*r)->reason}};
+      return Json(200, out);
     }
     if (p.size() == 5 && p[4] == "labels") {
       if (m != "PUT") return Err(405, "method not allowed");

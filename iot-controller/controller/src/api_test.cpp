@@ -84,6 +84,26 @@ TEST_CASE("named tokens: a viewer reads, an operator changes, and every change o
   CHECK(Call(c.port(), "GET", "/api/v1/audit?limit=x", op).status == 400);
 }
 
+TEST_CASE("revoking a device: 200 with who and why, shown on the device, its reports dropped; bad ids refused") {
+  Signer signer;
+  NullPublisher pub;
+  TestController c(pub, signer.root);
+  REQUIRE(c.OnIo([&] { return c.engine().OnState("pi-1", R"({"boot_id":"b","seq":1})"); }));
+  auto r = Call(c.port(), "POST", "/api/v1/devices/pi-1/revoke", "s3cret", R"({"reason":"stolen"})");
+  REQUIRE(r.status == 200);
+  CHECK(r.body["revoked"]["by"] == "token");
+  CHECK(r.body["revoked"]["reason"] == "stolen");
+  auto d = Call(c.port(), "GET", "/api/v1/devices/pi-1", "s3cret");
+  CHECK(d.body["revoked"]["reason"] == "stolen");
+  REQUIRE(c.OnIo([&] { return c.engine().OnState("pi-1", R"({"boot_id":"b","seq":2,"labels":{"ring":"canary"}})"); }));
+  CHECK(c.OnIo([&] { return c.engine().counters().reports_revoked; }) == 1);
+  // Unknown devices can be revoked ahead of their first report; ids that could not be a device cannot.
+  CHECK(Call(c.port(), "POST", "/api/v1/devices/pi-never-seen/revoke", "s3cret").status == 200);
+  CHECK(Call(c.port(), "POST", "/api/v1/devices/a%2Fb/revoke", "s3cret").status == 400);
+  CHECK(Call(c.port(), "GET", "/api/v1/devices/pi-1/revoke", "s3cret").status == 405);
+  CHECK(Call(c.port(), "POST", "/api/v1/devices/pi-1/revoke", "s3cret", R"({"reason":7})").status == 400);
+}
+
 TEST_CASE("releases are registered only when signed by the trust root, and a version keeps its digest") {
   Signer signer, stranger;
   NullPublisher pub;

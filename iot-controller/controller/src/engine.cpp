@@ -140,6 +140,9 @@ Status Engine::EnsureLoaded() {
     l.r = std::move(r);
     live_.emplace(l.r.id, std::move(l));
   }
+  TUG_ASSIGN_OR_RETURN(auto revoked, store_.ListRevocations());
+  revoked_.clear();
+  for (const auto& r : revoked) revoked_.insert(r.id);
   loaded_ = true;
   return {};
 }
@@ -197,6 +200,20 @@ Status Engine::CheckCounters() {
                                                   " " + std::to_string(l.At(p, st)) + " in memory, " +
                                                   std::to_string(fresh.At(p, st)) + " stored");
         }
+    }
+    return {};
+  });
+}
+
+Status Engine::RevokeDevice(const std::string& device_id, const std::string& by, const std::string& reason) {
+  return InTx([&]() -> Status {
+    TUG_TRY(store_.PutRevocation(Store::Revocation{device_id, Now(), by, reason}));
+    revoked_.insert(device_id);
+    // Marked offline: it no longer reports, and rollouts must not wait on it as if it might.
+    TUG_ASSIGN_OR_RETURN(auto d, store_.GetDevice(device_id));
+    if (d && d->online) {
+      d->online = false;
+      TUG_TRY(store_.PutDevice(*d));
     }
     return {};
   });
@@ -260,6 +277,15 @@ Status Engine::ApplyReport(const DeviceReport& report) {
                    *skipped);
     return {};
   };
+  // A revoked device (a stolen one) may still reach the broker until it refuses the certificate: nothing it says
+  // counts, nothing it says is stored.
+  if (revoked_.count(report.device_id)) {
+    ++counters_.reports_revoked;
+    if (auto skipped = rejected_log_.Admit())
+      spdlog::warn("dropping a report from revoked device {} ({} similar lines suppressed)", report.device_id,
+                   *skipped);
+    return {};
+  }
   // The device id (and job id) come from a topic the MQTT bridge checked with fleet::ParseTopic.
   switch (report.kind) {
     case DeviceReport::Kind::kPresence: {

@@ -184,7 +184,7 @@ TEST_CASE("the store creates its schema through the latest migration and reopens
   auto s = Store::Open(dir.Sub("c.db"));
   REQUIRE(s);
   REQUIRE(*(*s)->SchemaVersion() == LatestSchemaVersion());
-  REQUIRE(LatestSchemaVersion() == 3);  // 3: the audit log
+  REQUIRE(LatestSchemaVersion() == 4);  // 3: the audit log, 4: revoked devices
   REQUIRE((*(*s)->GetDevice("d1")).has_value());
 }
 

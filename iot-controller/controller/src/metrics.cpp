@@ -54,6 +54,8 @@ Result<std::string> RenderMetrics(Store& store, const Metrics& m, const EngineCo
   o << "# TYPE tug_mqtt_connected gauge\ntug_mqtt_connected " << (m.mqtt_connected ? 1 : 0) << "\n";
   o << "# TYPE tug_reports_applied_total counter\ntug_reports_applied_total " << c.reports_applied << "\n";
   o << "# TYPE tug_reports_ignored_total counter\ntug_reports_ignored_total " << c.reports_ignored << "\n";
+  o << "# HELP tug_reports_revoked_total Reports dropped because their device is revoked.\n"
+    << "# TYPE tug_reports_revoked_total counter\ntug_reports_revoked_total " << c.reports_revoked << "\n";
   o << "# TYPE tug_desired_published_total counter\ntug_desired_published_total " << c.desired_published << "\n";
   o << "# TYPE tug_http_requests_total counter\ntug_http_requests_total " << m.http_requests << "\n";
   return o.str();

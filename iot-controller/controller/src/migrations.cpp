@@ -97,6 +97,16 @@ CREATE TABLE audit (
   detail TEXT NOT NULL DEFAULT ''
 );
 )sql",
+      // 4: revoked devices: a stolen device's certificate is revoked at the broker (CRL) and its id here, so the
+      // controller ignores whatever it still manages to report.
+      R"sql(
+CREATE TABLE revoked_devices (
+  id TEXT PRIMARY KEY,
+  at INTEGER NOT NULL,
+  by TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT ''
+);
+)sql",
   };
   return m;
 }

@@ -7,6 +7,7 @@
 #include "controller/metrics.hpp"
 #include "controller/mqtt_bridge.hpp"
 #include "controller/store.hpp"
+#include "core/env.hpp"
 #include "fleet/topics.hpp"
 #include "test_util.hpp"
 #include "testsupport/mosquitto_server.hpp"
@@ -290,4 +291,71 @@ TEST_CASE("the report queue is bounded: a burst beyond it is dropped and counted
   REQUIRE(text);
   CHECK(text->find("tug_mqtt_reports_dropped_total{reason=\"queue_full\"} 15\n") != std::string::npos);
   bridge.Stop();
+}
+
+TEST_CASE("a revoked device: the controller drops its reports at once (also after a restart), the broker refuses it "
+          "once restarted") {
+  auto broker = Broker();
+  REQUIRE(broker);
+  auto& b = **broker;
+  boost::asio::io_context io;
+  testsupport::TempDir dir;
+  {
+    Controller c(io, b, dir.Sub("ctrl.db"));
+    FakeDevice stolen(io, b, "dev-stolen"), honest(io, b, "dev-honest");
+    stolen.Publish(fleet::StateTopic("dev-stolen"), State("b", 1, R"(,"labels":{"ring":"prod"})"));
+    honest.Publish(fleet::StateTopic("dev-honest"), State("b", 1));
+    REQUIRE(Until(io, [&] { return c.Devices() == 2; }));
+
+    REQUIRE(c.engine->RevokeDevice("dev-stolen", "ops", "reported stolen"));
+    // Still connected (the broker reads its CRL at start): whatever it says now is dropped and counted.
+    stolen.Publish(fleet::StateTopic("dev-stolen"), State("b", 2, R"(,"labels":{"ring":"canary"})"));
+    honest.Publish(fleet::StateTopic("dev-honest"), State("b", 2, R"(,"labels":{"site":"lab"})"));
+    REQUIRE(Until(io, [&] {
+      auto d = c.store->GetDevice("dev-honest");
+      return d && *d && (*d)->reported_labels.count("site");
+    }));
+    REQUIRE(Until(io, [&] { return c.engine->counters().reports_revoked >= 1; }));
+    auto d = c.store->GetDevice("dev-stolen");
+    REQUIRE(d);
+    REQUIRE(*d);
+    CHECK((*d)->reported_labels.at("ring") == "prod");  // not the claim made after the revocation
+    CHECK((*d)->state_seq == 1);
+    CHECK_FALSE((*d)->online);
+  }
+  // The certificate is revoked at the broker too; a restart applies the CRL.
+  REQUIRE(b.Revoke("dev-stolen"));
+  REQUIRE(b.Restart());
+  Controller again(io, b, dir.Sub("ctrl.db"));
+  FakeDevice honest(io, b, "dev-honest");
+  honest.Publish(fleet::StateTopic("dev-honest"), State("b", 3));
+  REQUIRE(Until(io, [&] {  // the revocation is in the database: the restarted controller still drops its reports
+    return again.engine->IsRevoked("dev-stolen");
+  }));
+  // The stolen certificate no longer connects.
+  auto cert_dir = b.config_file().substr(0, b.config_file().rfind('/'));
+  mqtt::ClientOptions o;
+  o.host = b.host();
+  o.port = b.tls_port();
+  o.client_id = "dev-stolen";
+  const std::string revoked_dir = cert_dir + "/clients/revoked";
+  std::string crt, key;
+  auto names = core::DefaultEnv()->ListDir(revoked_dir);
+  REQUIRE(names);
+  for (const auto& name : *names) {
+    if (name.rfind("dev-stolen-", 0) != 0) continue;
+    if (name.size() > 4 && name.substr(name.size() - 4) == ".crt") crt = revoked_dir + "/" + name;
+    if (name.size() > 4 && name.substr(name.size() - 4) == ".key") key = revoked_dir + "/" + name;
+  }
+  REQUIRE_FALSE(crt.empty());
+  o.tls = mqtt::TlsOptions{.ca_file = b.ca_file(), .cert_file = crt, .key_file = key};
+  o.reconnect_min = 100ms;
+  o.reconnect_max = 500ms;
+  mqtt::Client thief(io, o);
+  int failures = 0;
+  thief.on_connect_failed([&](const Error&) { ++failures; });
+  REQUIRE(thief.Start());
+  REQUIRE(Until(io, [&] { return failures >= 2; }));
+  CHECK_FALSE(thief.connected());
+  thief.Stop();
 }

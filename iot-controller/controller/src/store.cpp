@@ -431,6 +431,33 @@ Result<std::vector<Store::AuditEntry>> Store::ListAudit(int64_t before, int64_t 
   });
 }
 
+Status Store::PutRevocation(const Revocation& r) {
+  Stmt s(*cache_, db_, "INSERT OR IGNORE INTO revoked_devices (id, at, by, reason) VALUES (?,?,?,?)");
+  s.Bind(r.id).Bind(r.at).Bind(r.by).Bind(r.reason);
+  return s.Run();
+}
+
+namespace {
+Store::Revocation ReadRevocation(const Stmt& row) {
+  Store::Revocation r;
+  r.id = row.Text(0);
+  r.at = row.Int(1);
+  r.by = row.Text(2);
+  r.reason = row.Text(3);
+  return r;
+}
+}  // namespace
+
+Result<std::vector<Store::Revocation>> Store::ListRevocations() {
+  Stmt s(*cache_, db_, "SELECT id, at, by, reason FROM revoked_devices ORDER BY id");
+  return s.All(ReadRevocation);
+}
+
+Result<std::optional<Store::Revocation>> Store::GetRevocation(const std::string& id) {
+  Stmt s(*cache_, db_, "SELECT id, at, by, reason FROM revoked_devices WHERE id = ?");
+  return s.Bind(id).One(ReadRevocation);
+}
+
 Result<std::optional<Release>> Store::GetRelease(uint64_t version) {
   Stmt s(*cache_, db_, std::string("SELECT ") + kReleaseCols + " FROM releases WHERE version = ?");
   return s.Bind(static_cast<int64_t>(version)).One(ReadRelease);

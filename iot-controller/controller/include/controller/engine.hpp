@@ -69,6 +69,7 @@ struct EngineCounters {
   uint64_t desired_published = 0;
   fleet::ReasonCounts reports_rejected;  // payloads the fleet parsers refused, per reason (dropped)
   uint64_t reports_foreign_job = 0;      // job reports for a job this controller did not send the device (dropped)
+  uint64_t reports_revoked = 0;          // reports from a revoked device (dropped)
 };
 
 // One device report as received from MQTT (see Engine::OnReports).
@@ -123,6 +124,12 @@ class Engine {
   // Sets a device's operator labels (PUT /devices/{id}/labels) and lets it join the running rollouts it now
   // matches, in one transaction. kNotFound if the device is unknown.
   Result<Device> SetOperatorLabels(const std::string& device_id, const Labels& labels);
+
+  // Revokes a device (POST /devices/{id}/revoke): from now on every report from it is dropped and counted
+  // (reports_revoked), also after a restart. Idempotent. The device need not be known (a certificate revoked before
+  // the device ever reported).
+  Status RevokeDevice(const std::string& device_id, const std::string& by, const std::string& reason);
+  bool IsRevoked(const std::string& device_id) const { return revoked_.count(device_id) > 0; }
 
   // Creates a running rollout from a validated spec. kNotFound naming "release" when the version is unknown.
   Result<std::string> CreateRollout(const RolloutSpec& spec);
@@ -221,6 +228,7 @@ class Engine {
   EngineCounters counters_;
   std::vector<Outgoing> outbox_;
   bool loaded_ = false;
+  std::set<std::string> revoked_;  // loaded with the rollouts (EnsureLoaded), kept in step by RevokeDevice
   bool join_scan_needed_ = true;
   std::vector<std::string> order_;     // rollout ids in creation order
   std::map<std::string, Live> live_;   // every rollout (small: counters, not rows)

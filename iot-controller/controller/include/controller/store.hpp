@@ -130,6 +130,16 @@ class Store {
   // Newest first: entries with id below `before` (0: from the newest), at most `limit`.
   Result<std::vector<AuditEntry>> ListAudit(int64_t before, int64_t limit);
 
+  // Revoked devices (migration 4).
+  struct Revocation {
+    std::string id;
+    Millis at = 0;
+    std::string by, reason;
+  };
+  Status PutRevocation(const Revocation& r);  // idempotent: the first revocation's time and author stay
+  Result<std::vector<Revocation>> ListRevocations();
+  Result<std::optional<Revocation>> GetRevocation(const std::string& id);
+
   sqlite3* db() { return db_; }
 
  private:
