@@ -3,7 +3,8 @@
 //
 // The file holds one token per line, `<name> <scope> sha256:<64 hex>` (blank lines and `#` comments ignored); the
 // token itself is never stored, only its SHA-256, so a leaked file grants nothing. Scopes are ordered:
-// viewer (reads) < operator (changes: create, update, delete, restart) < admin (everything, incl. teardown).
+// viewer (reads) < operator (changes: create, update, delete, restart) < admin. ScopeForMethod asks only for viewer
+// or operator, so today an admin token can do what an operator token can; admin is for calls a server reserves.
 // The file is re-read when its modification time changes (checked at most once a second), so tokens are added,
 // rotated and revoked without a restart; a file that no longer parses keeps the last good table (logged).
 //
