@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "http/server.hpp"
+#include "running_server.hpp"  // beside this file
 #include "testsupport/net.hpp"
 
 using namespace tug;
@@ -27,36 +28,17 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// Answers "ok <path>" to everything.
 struct LimitsFixture {
-  boost::asio::io_context io;
-  std::unique_ptr<http::Server> server;
-  std::thread thread;
-
-  explicit LimitsFixture(http::ServerOptions o) {
-    auto s = http::Server::Start(io, "127.0.0.1", 0, [](const http::Request& r) {
-      http::Response res;
-      res.content_type = "text/plain";
-      res.body = "ok " + r.Path();
-      return res;
-    }, std::move(o));
-    REQUIRE(s);
-    server = std::move(*s);
-    thread = std::thread([this] {
-      auto guard = boost::asio::make_work_guard(io);
-      io.run();
-    });
-  }
-  ~LimitsFixture() {
-    boost::asio::post(io, [this] { server->Stop(); });
-    io.stop();
-    if (thread.joinable()) thread.join();
-  }
-  // Read on the io thread.
-  http::ServerStats Stats() {
-    std::promise<http::ServerStats> p;
-    boost::asio::post(io, [&] { p.set_value(server->stats()); });
-    return p.get_future().get();
-  }
+  explicit LimitsFixture(http::ServerOptions o)
+      : running([](const http::Request& r) {
+          http::Response res;
+          res.content_type = "text/plain";
+          res.body = "ok " + r.Path();
+          return res;
+        }, std::move(o)) {}
+  http::ServerStats Stats() { return running.Stats(); }
+  http::testing::RunningServer running;
 };
 
 // A blocking loopback TCP connection from `from` (any 127/8 address), 5 s timeouts.
@@ -140,7 +122,7 @@ TEST_CASE("http server: an oversized head gets 431, an oversized body 413, garba
   o.header_limit = 4096;
   o.body_limit = 1000;
   LimitsFixture f(o);
-  const uint16_t port = f.server->port();
+  const uint16_t port = f.running.port();
   {
     RawConn c;
     REQUIRE(c.Connect(port));
@@ -176,7 +158,7 @@ TEST_CASE("http server: a slow-loris head and an idle keep-alive are cut off by 
   o.header_timeout = 400ms;
   o.idle_timeout = 400ms;
   LimitsFixture f(o);
-  const uint16_t port = f.server->port();
+  const uint16_t port = f.running.port();
   RawConn slow;
   REQUIRE(slow.Connect(port));
   const auto t0 = std::chrono::steady_clock::now();
@@ -212,7 +194,7 @@ TEST_CASE("http server: connections are capped per peer address (429) and in tot
   o.max_connections_per_peer = 3;
   o.max_connections = 5;
   LimitsFixture f(o);
-  const uint16_t port = f.server->port();
+  const uint16_t port = f.running.port();
   std::vector<RawConn> held;
   for (int i = 0; i < 3; ++i) {
     held.emplace_back();
@@ -245,7 +227,7 @@ TEST_CASE("http server: connections are capped per peer address (429) and in tot
 
 TEST_CASE("http server: out of file descriptors, accepting backs off instead of spinning, then recovers") {
   LimitsFixture f(http::ServerOptions{});
-  const uint16_t port = f.server->port();
+  const uint16_t port = f.running.port();
   // Client sockets made before the table fills; then every descriptor left is taken.
   std::vector<int> clients;
   for (int i = 0; i < 3; ++i) clients.push_back(RawConn::Socket());

@@ -13,6 +13,7 @@
 #include "core/subprocess.hpp"
 #include "http/client.hpp"
 #include "http/server.hpp"
+#include "running_server.hpp"  // beside this file
 #include "testsupport/temp_dir.hpp"
 
 using namespace tug;
@@ -60,42 +61,23 @@ struct Pki {
   std::string Path(const std::string& f) const { return dir.Sub(f); }
 };
 
+// Records the client certificate identity of every request.
 struct TlsFixture {
-  boost::asio::io_context io;
-  std::unique_ptr<http::Server> server;
-  std::thread thread;
+  explicit TlsFixture(http::ServerOptions o)
+      : running([this](const http::Request& r) {
+          std::lock_guard<std::mutex> lock(mu);
+          seen.emplace_back(r.peer_cn, r.peer_ou);
+          http::Response res;
+          res.content_type = "text/plain";
+          res.body = "hello " + r.peer_cn;
+          return res;
+        }, std::move(o)) {}
+  http::ServerStats Stats() { return running.Stats(); }
+  std::string Url(const std::string& scheme = "https") const { return running.Base(scheme) + "/x"; }
+
   std::mutex mu;
   std::vector<std::pair<std::string, std::string>> seen;  // peer_cn, peer_ou per request
-
-  explicit TlsFixture(http::ServerOptions o) {
-    auto s = http::Server::Start(io, "127.0.0.1", 0, [this](const http::Request& r) {
-      std::lock_guard<std::mutex> lock(mu);
-      seen.emplace_back(r.peer_cn, r.peer_ou);
-      http::Response res;
-      res.content_type = "text/plain";
-      res.body = "hello " + r.peer_cn;
-      return res;
-    }, std::move(o));
-    REQUIRE(s);
-    server = std::move(*s);
-    thread = std::thread([this] {
-      auto guard = boost::asio::make_work_guard(io);
-      io.run();
-    });
-  }
-  ~TlsFixture() {
-    boost::asio::post(io, [this] { server->Stop(); });
-    io.stop();
-    if (thread.joinable()) thread.join();
-  }
-  http::ServerStats Stats() {
-    std::promise<http::ServerStats> p;
-    boost::asio::post(io, [&] { p.set_value(server->stats()); });
-    return p.get_future().get();
-  }
-  std::string Url(const std::string& scheme = "https") const {
-    return scheme + "://127.0.0.1:" + std::to_string(server->port()) + "/x";
-  }
+  http::testing::RunningServer running;  // last: stopped before what its handler uses
 };
 
 http::ServerOptions MutualTls(const Pki& pki) {
@@ -158,18 +140,12 @@ TEST_CASE("http server over mutual TLS answers nothing without a certificate, wi
 }
 
 TEST_CASE("http server on loopback refuses a Host or Origin of another site (403), not a missing Host") {
-  boost::asio::io_context io;
-  auto s = http::Server::Start(io, "127.0.0.1", 0, [](const http::Request&) {
+  http::testing::RunningServer s([](const http::Request&) {
     http::Response res;
     res.body = "{}";
     return res;
-  });
-  REQUIRE(s);
-  std::thread t([&] {
-    auto guard = boost::asio::make_work_guard(io);
-    io.run();
-  });
-  const std::string base = "http://127.0.0.1:" + std::to_string((*s)->port());
+  }, http::ServerOptions{});
+  const std::string base = s.Base();
   http::Client c;
   auto call = [&](http::Headers h) {
     auto r = c.Call("POST", base + "/api", "{}", std::move(h));
@@ -183,7 +159,5 @@ TEST_CASE("http server on loopback refuses a Host or Origin of another site (403
   CHECK(rebound.body.find("\"field\":\"host\"") != std::string::npos);
   CHECK(call({{"Origin", "http://attacker.example"}}).status == 403);
   CHECK(call({{"Origin", "http://127.0.0.1:9999"}}).status == 200);
-  boost::asio::post(io, [&] { (*s)->Stop(); });
-  io.stop();
-  t.join();
+  CHECK(s.Stats().host_refused == 2);
 }

@@ -21,13 +21,24 @@ using namespace std::chrono_literals;
 namespace {
 
 bool Until(boost::asio::io_context& io, const std::function<bool()>& cond, std::chrono::seconds limit = 20s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    io.restart();
-    io.run_for(50ms);
-  }
-  return cond();
+  return testutil::RunIoUntil(io, cond, limit);
+}
+
+// The controller's MQTT settings on broker `b` with the "controller" certificate.
+MqttConfig ControllerMqtt(testsupport::MosquittoServer& b, const std::string& client_id,
+                          std::chrono::milliseconds snapshot_window) {
+  auto cert = b.Cert("controller");
+  REQUIRE(cert);
+  MqttConfig c;
+  c.host = b.host();
+  c.port = b.tls_port();
+  c.ca_file = b.ca_file();
+  c.cert_file = cert->cert;
+  c.key_file = cert->key;
+  c.client_id = client_id;
+  c.keepalive = 5s;
+  c.snapshot_window = snapshot_window;
+  return c;
 }
 
 // A device connection (its own certificate, so the ACL applies) on the test's io_context.
@@ -67,20 +78,10 @@ std::string State(const std::string& boot, uint64_t seq, const std::string& extr
 // One controller process's worth: store (on disk, so a second one is a restart), engine and bridge.
 struct Controller {
   Controller(boost::asio::io_context& io, testsupport::MosquittoServer& b, const std::string& db) {
-    auto cert = b.Cert("controller");
-    REQUIRE(cert);
     auto s = Store::Open(db);
     REQUIRE(s);
     store = std::move(*s);
-    MqttConfig c;
-    c.host = b.host();
-    c.port = b.tls_port();
-    c.ca_file = b.ca_file();
-    c.cert_file = cert->cert;
-    c.key_file = cert->key;
-    c.client_id = "controller";
-    c.keepalive = 5s;
-    c.snapshot_window = 3s;
+    MqttConfig c = ControllerMqtt(b, "controller", 3s);
     bridge = std::make_unique<MqttBridge>(io, c, metrics);
     engine = std::make_unique<Engine>(*store, *bridge, *core::SystemClock());
     bridge->Attach(engine.get());
@@ -207,17 +208,7 @@ TEST_CASE("a controller restarted with a random client id gets every report, non
   REQUIRE(broker);
   auto& b = **broker;
   boost::asio::io_context io;
-  auto cert = b.Cert("controller");
-  REQUIRE(cert);
-  MqttConfig c;
-  c.host = b.host();
-  c.port = b.tls_port();
-  c.ca_file = b.ca_file();
-  c.cert_file = cert->cert;
-  c.key_file = cert->key;
-  c.client_id = "";  // random
-  c.keepalive = 5s;
-  c.snapshot_window = 200ms;
+  MqttConfig c = ControllerMqtt(b, "", 200ms);  // "": a random client id
   testsupport::TempDir dir;
   {
     auto store = Store::Open(dir.Sub("a.db"));
@@ -256,17 +247,7 @@ TEST_CASE("the report queue is bounded: a burst beyond it is dropped and counted
   REQUIRE(broker);
   auto& b = **broker;
   boost::asio::io_context io;
-  auto cert = b.Cert("controller");
-  REQUIRE(cert);
-  MqttConfig c;
-  c.host = b.host();
-  c.port = b.tls_port();
-  c.ca_file = b.ca_file();
-  c.cert_file = cert->cert;
-  c.key_file = cert->key;
-  c.client_id = "controller";
-  c.keepalive = 5s;
-  c.snapshot_window = 200ms;
+  MqttConfig c = ControllerMqtt(b, "controller", 200ms);
   c.batch_window = 3s;  // nothing is applied while the burst arrives
   c.queue_max = 5;
   testsupport::TempDir dir;

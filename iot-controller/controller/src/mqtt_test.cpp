@@ -16,14 +16,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using testutil::RunIoUntil;
 bool RunUntil(boost::asio::io_context& io, const std::function<bool()>& cond, std::chrono::seconds limit = 20s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    io.restart();
-    io.run_for(50ms);
-  }
-  return cond();
+  return RunIoUntil(io, cond, limit);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -23,6 +24,19 @@
 #include "crypto/trust_root.hpp"
 
 namespace tug::controller::testutil {
+
+// Runs `io` in 50 ms slices until `cond` holds or `limit` passes; the final answer of cond. For tests that drive a
+// real broker connection on the test thread.
+inline bool RunIoUntil(boost::asio::io_context& io, const std::function<bool()>& cond,
+                       std::chrono::seconds limit = std::chrono::seconds(20)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    io.restart();
+    io.run_for(std::chrono::milliseconds(50));
+  }
+  return cond();
+}
 
 using nlohmann::json;
 
