@@ -431,6 +431,12 @@ Result<std::vector<Store::AuditEntry>> Store::ListAudit(int64_t before, int64_t 
   });
 }
 
+Result<Store::DeviceCounts> Store::CountDevices() {
+  Stmt s(*cache_, db_, "SELECT COUNT(*), COALESCE(SUM(online != 0), 0) FROM devices");
+  TUG_ASSIGN_OR_RETURN(auto row, s.One([](const Stmt& r) { return DeviceCounts{r.Int(0), r.Int(1)}; }));
+  return row.value_or(DeviceCounts{});
+}
+
 Status Store::PutRevocation(const Revocation& r) {
   Stmt s(*cache_, db_, "INSERT OR IGNORE INTO revoked_devices (id, at, by, reason) VALUES (?,?,?,?)");
   s.Bind(r.id).Bind(r.at).Bind(r.by).Bind(r.reason);

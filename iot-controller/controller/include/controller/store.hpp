@@ -130,6 +130,12 @@ class Store {
   // Newest first: entries with id below `before` (0: from the newest), at most `limit`.
   Result<std::vector<AuditEntry>> ListAudit(int64_t before, int64_t limit);
 
+  // Number of devices and of those online, counted by SQLite (no row is read into a Device): what /metrics needs.
+  struct DeviceCounts {
+    int64_t total = 0, online = 0;
+  };
+  Result<DeviceCounts> CountDevices();
+
   // Revoked devices (migration 4).
   struct Revocation {
     std::string id;
