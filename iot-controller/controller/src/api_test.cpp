@@ -216,6 +216,8 @@ TEST_CASE("devices are listed with label, online and version filters and relabel
   CHECK(r.status == 200);
   CHECK(r.text.find("tug_devices_total 2") != std::string::npos);
   CHECK(r.text.find("tug_devices_online 1") != std::string::npos);
+  CHECK(r.text.find("tug_http_connections_open ") != std::string::npos);
+  CHECK(r.text.find("tug_http_refused_total{reason=\"per_peer\"} 0\n") != std::string::npos);
 }
 
 TEST_CASE("GET /rollouts/{id} pages its devices, filters them by state and answers counts only with devices=none") {

@@ -297,6 +297,7 @@ int Main(int argc, char** argv) {
     std::cerr << "iot-controller: " << server.error().Message() << "\n";
     return 1;
   }
+  metrics.http_server = &(*server)->stats();
   if (bridge) {
     bridge->Attach(&engine);
     if (auto st = bridge->Start(); !st) {

@@ -55,6 +55,19 @@ Result<std::string> RenderMetrics(Store& store, const Metrics& m, const EngineCo
     << "# TYPE tug_reports_revoked_total counter\ntug_reports_revoked_total " << c.reports_revoked << "\n";
   o << "# TYPE tug_desired_published_total counter\ntug_desired_published_total " << c.desired_published << "\n";
   o << "# TYPE tug_http_requests_total counter\ntug_http_requests_total " << m.http_requests << "\n";
+  if (const http::ServerStats* h = m.http_server) {
+    o << "# HELP tug_http_connections_open Connections the API server holds now.\n"
+      << "# TYPE tug_http_connections_open gauge\ntug_http_connections_open " << h->open << "\n"
+      << "# HELP tug_http_refused_total What the API server refused or cut, by reason.\n"
+      << "# TYPE tug_http_refused_total counter\n";
+    const std::pair<const char*, uint64_t> refused[] = {
+        {"at_capacity", h->paused_at_capacity}, {"per_peer", h->refused_per_peer},
+        {"accept_error", h->accept_errors},     {"header_too_large", h->header_too_large},
+        {"body_too_large", h->body_too_large},  {"timeout", h->timeouts},
+        {"bad_request", h->bad_requests},       {"tls", h->tls_failures},
+        {"host", h->host_refused}};
+    for (const auto& [reason, n] : refused) o << "tug_http_refused_total{reason=\"" << reason << "\"} " << n << "\n";
+  }
   return o.str();
 }
 

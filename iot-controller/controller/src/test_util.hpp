@@ -103,6 +103,7 @@ class TestController {
         engine_(*store_, publisher, *core::SystemClock()),
         api_(*store_, engine_, metrics_, root, std::move(token), *core::SystemClock()) {
     server_ = std::move(*http::Server::Start(io_, "127.0.0.1", 0, [this](const http::Request& r) { return api_.Serve(r); }));
+    metrics_.http_server = &server_->stats();
     thread_ = std::thread([this] {
       auto guard = boost::asio::make_work_guard(io_);
       io_.run();

@@ -7,6 +7,7 @@
 
 #include "controller/engine.hpp"
 #include "controller/store.hpp"
+#include "http/server.hpp"
 #include "fleet/messages.hpp"
 
 namespace tug::controller {
@@ -18,6 +19,8 @@ struct Metrics {
   uint64_t reports_dropped_queue_full = 0;
   uint64_t http_requests = 0;
   bool mqtt_connected = false;
+  // The HTTP server's refusals (connection caps, limits, timeouts, TLS, Host/Origin); set once it runs.
+  const http::ServerStats* http_server = nullptr;
 };
 
 // Blocks on Store reads. kIo if the store fails.
