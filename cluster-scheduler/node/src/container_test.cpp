@@ -64,6 +64,7 @@ TEST_CASE("a container task from a registry image runs with its command, env, li
   auto task = ShellTask("web.c1",
                         "echo \"hello from $TASK_ID on $PORT0 version $SENSOR_VERSION sandbox $SANDBOX\"; "
                         "echo written-in-sandbox > $SANDBOX/marker; "
+                        "/bin/busybox cat /proc/self/status > $SANDBOX/proc-status; "
                         "exec /bin/busybox httpd -f -p $PORT0 -h /app",
                         {port});
   task.container.image = pushed.image;
@@ -92,6 +93,14 @@ TEST_CASE("a container task from a registry image runs with its command, env, li
   CHECK(Slurp(sandbox + "/stdout") ==
         "hello from web.c1 on " + std::to_string(port) + " version 1 sandbox /mnt/sandbox\n");
   CHECK(Slurp(sandbox + "/marker") == "written-in-sandbox\n");
+  // Capabilities: no raw sockets (CAP_NET_RAW, bit 13), no device nodes (CAP_MKNOD, bit 27); low ports still bind.
+  const std::string status = Slurp(sandbox + "/proc-status");
+  const auto bnd = status.find("CapBnd:");
+  REQUIRE(bnd != std::string::npos);
+  const uint64_t caps = std::stoull(status.substr(bnd + 7, status.find('\n', bnd) - bnd - 7), nullptr, 16);
+  CHECK((caps & (uint64_t{1} << 13)) == 0);
+  CHECK((caps & (uint64_t{1} << 27)) == 0);
+  CHECK((caps & (uint64_t{1} << 10)) != 0);  // CAP_NET_BIND_SERVICE
   auto v = runner->Get("web.c1");
   CHECK(v->container);
   CHECK(v->limits == "runc linux.resources (memory 64 MiB, cpus 0.5)");

@@ -1,5 +1,5 @@
 // The parts of an OCI runtime spec (config.json for runc) that every Tugboat container shares: Docker's default
-// capability set and the standard mounts (/proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys read-only, /tmp,
+// capability set less CAP_NET_RAW and CAP_MKNOD, and the standard mounts (/proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys read-only, /tmp,
 // the host's /etc/resolv.conf read-only). The device agent and the cluster node each add their own process, root,
 // limits and extra mounts.
 #pragma once
