@@ -32,5 +32,5 @@ if(TUG_UNITY_BUILD)
   set(CMAKE_UNITY_BUILD_BATCH_SIZE 16)
   # A pimpl whose members use anonymous-namespace types is fine in its own .cpp; merged into a batch, GCC sees the
   # .cpp as an included header and -Wsubobject-linkage (an ODR warning about headers) fires. Normal builds keep it.
-  add_compile_options(-Wno-subobject-linkage)
+  add_compile_options($<$<CXX_COMPILER_ID:GNU>:-Wno-subobject-linkage>)
 endif()

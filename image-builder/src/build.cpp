@@ -452,8 +452,9 @@ class Engine {
     spec.env = cfg.env;
     // Build args reach RUN as environment (not persisted in the image); ENV wins over an ARG of the same name.
     for (const auto& [k, v] : st->args) {
+      const std::string prefix = k + "=";  // not `k` in the lambda: clang 14 (the fuzz build) cannot capture bindings
       bool in_env = std::any_of(cfg.env.begin(), cfg.env.end(),
-                                [&](const std::string& e) { return e.rfind(k + "=", 0) == 0; });
+                                [&](const std::string& e) { return e.rfind(prefix, 0) == 0; });
       if (!in_env) spec.env.push_back(k + "=" + v);
     }
     if (std::none_of(spec.env.begin(), spec.env.end(), [](const std::string& e) { return e.rfind("PATH=", 0) == 0; }))

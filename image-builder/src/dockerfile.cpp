@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 
 #include <nlohmann/json.hpp>
 
@@ -149,7 +150,12 @@ Result<int64_t> ParseGoDuration(std::string_view s) {
     size_t start = i;
     while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
     if (start == i) return MakeError(Errc::kInvalidArgument, "bad duration \"" + std::string(s) + "\"");
-    double value = std::stod(std::string(s.substr(start, i - start)));
+    // strtod on exactly the digits: "." or "1.2.3" is an error, never an exception (found by builder_fuzz).
+    const std::string num(s.substr(start, i - start));
+    char* end = nullptr;
+    double value = std::strtod(num.c_str(), &end);
+    if (end != num.c_str() + num.size() || !std::isfinite(value))
+      return MakeError(Errc::kInvalidArgument, "bad duration \"" + std::string(s) + "\"");
     size_t ustart = i;
     while (i < s.size() && !std::isdigit(static_cast<unsigned char>(s[i])) && s[i] != '.') ++i;
     std::string unit(s.substr(ustart, i - ustart));
@@ -160,6 +166,8 @@ Result<int64_t> ParseGoDuration(std::string_view s) {
       return MakeError(Errc::kInvalidArgument, "bad duration \"" + std::string(s) + "\" (units: ms, s, m, h)");
     total += value * mult;
   }
+  // Beyond ~292 years the nanoseconds do not fit an int64_t (llround would be undefined).
+  if (!(total < 9.2e18)) return MakeError(Errc::kInvalidArgument, "duration too long \"" + std::string(s) + "\"");
   return static_cast<int64_t>(std::llround(total));
 }
 

@@ -118,3 +118,11 @@ TEST_CASE("dockerignore globs support double star and exceptions") {
   CHECK_FALSE(ig2.Excluded("docs/README.md"));
   CHECK(ig2.MayReinclude("docs"));
 }
+
+TEST_CASE("Go durations: a bare dot, two dots or a huge value are errors, not exceptions (builder_fuzz)") {
+  CHECK_FALSE(ParseGoDuration("1h2ms.").has_value());
+  CHECK_FALSE(ParseGoDuration(".s").has_value());
+  CHECK_FALSE(ParseGoDuration("1.2.3s").has_value());
+  CHECK_FALSE(ParseGoDuration("99999999999h").has_value());
+  CHECK(*ParseGoDuration("1.5s") == 1'500'000'000);
+}

@@ -48,7 +48,9 @@ Result<TimePoint> ParseRfc3339(const std::string& s) {
     return MakeError(Errc::kInvalidArgument, "time without zone: '" + s + "'");
   }
   if (pos != s.size()) return MakeError(Errc::kInvalidArgument, "trailing text in time '" + s + "'");
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+  // Years outside 1900..2200 do not fit system_clock's int64 nanoseconds (2262 is the end) or mean nothing here:
+  // "9082-01-01T00:00:00Z" in a release payload overflowed (found by crypto_fuzz).
+  if (y < 1900 || y > 2200 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
     return MakeError(Errc::kInvalidArgument, "time out of range: '" + s + "'");
   std::tm tm{};
   tm.tm_year = y - 1900;

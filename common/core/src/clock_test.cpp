@@ -20,3 +20,9 @@ TEST_CASE("durations accept s, m, h and d") {
   CHECK_FALSE(ParseDuration("1x"));
   CHECK_FALSE(ParseDuration("d"));
 }
+
+TEST_CASE("RFC 3339 years the clock cannot hold are an error, not an overflow (crypto_fuzz)") {
+  CHECK_FALSE(ParseRfc3339("9082-01-01T00:00:00Z").has_value());
+  CHECK_FALSE(ParseRfc3339("0001-01-01T00:00:00Z").has_value());
+  CHECK(ParseRfc3339("2200-12-31T23:59:59Z").has_value());
+}
