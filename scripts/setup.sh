@@ -18,6 +18,7 @@ PACKAGES=(
   iproute2 procps psmisc util-linux
   mmdebstrap arch-test g++-aarch64-linux-gnu g++-arm-linux-gnueabihf binutils-aarch64-linux-gnu file
   etcd-server etcd-client haproxy openjdk-17-jdk-headless
+  clang libclang-rt-14-dev
 )
 
 missing=()

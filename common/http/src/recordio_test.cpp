@@ -30,3 +30,13 @@ TEST_CASE("recordio rejects a malformed length line and an oversized record") {
   RecordIoDecoder g;
   REQUIRE_FALSE(g.Feed(std::string(30, '1')));
 }
+
+TEST_CASE("recordio: an over-long length line fails whether it arrives whole or in pieces (recordio_fuzz)") {
+  const std::string stream = std::string(70, '0') + "2\nab";
+  RecordIoDecoder whole;
+  CHECK_FALSE(whole.Feed(stream).has_value());
+  RecordIoDecoder pieces;
+  bool ok = true;
+  for (char c : stream) ok = ok && pieces.Feed(std::string_view(&c, 1)).has_value();
+  CHECK_FALSE(ok);
+}
