@@ -1,4 +1,5 @@
 #include <catch2/catch.hpp>
+#include <chrono>
 
 #include "builder/dockerfile.hpp"
 #include "builder/ignore.hpp"
@@ -95,6 +96,18 @@ TEST_CASE("variable substitution handles defaults, quotes and escapes") {
   CHECK_FALSE(SplitWords("${open", &v));
   auto raw = SplitWords("a $B", nullptr);
   CHECK(*raw == std::vector<std::string>{"a", "$B"});
+}
+
+TEST_CASE("dockerignore globs cannot backtrack exponentially (builder_fuzz hung on one)") {
+  const auto t0 = std::chrono::steady_clock::now();
+  // 2^30 ways to split the path among the stars for a backtracking matcher; each state is tried once now.
+  const std::string stars = "*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b";
+  CHECK_FALSE(GlobMatch(stars, std::string(60, 'a')));
+  CHECK(GlobMatch(stars, std::string(60, 'a') + "b"));
+  const std::string doubles = "**/**/**/**/**/**/**/**/**/**/**/**/x";
+  CHECK_FALSE(GlobMatch(doubles, "a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/y"));
+  CHECK(GlobMatch(doubles, "a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/x"));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
 }
 
 TEST_CASE("dockerignore globs support double star and exceptions") {

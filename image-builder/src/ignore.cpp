@@ -1,5 +1,8 @@
 #include "builder/ignore.hpp"
 
+#include <cstdint>
+#include <vector>
+
 #include "core/env.hpp"
 
 namespace tug::builder {
@@ -31,44 +34,73 @@ bool ClassMatch(std::string_view pat, size_t* pi, char c) {
   return matched != negate;
 }
 
-bool Match(std::string_view p, std::string_view s) {
-  size_t pi = 0, si = 0;
-  while (pi < p.size()) {
-    if (p.substr(pi, 2) == "**") {
-      // "**/" matches zero or more whole segments; a trailing "**" matches everything left.
-      std::string_view rest = p.substr(pi + 2);
-      if (!rest.empty() && rest[0] == '/') rest.remove_prefix(1);
-      else if (rest.empty()) return true;
-      for (size_t k = si; k <= s.size(); ++k) {
-        if ((k == si || s[k - 1] == '/') && Match(rest, s.substr(k))) return true;
-      }
-      return false;
-    }
-    char c = p[pi];
-    if (c == '*') {
-      for (size_t k = si; k <= s.size(); ++k) {
-        if (Match(p.substr(pi + 1), s.substr(k))) return true;
-        if (k < s.size() && s[k] == '/') break;
-      }
-      return false;
-    }
-    if (si >= s.size()) return false;
-    if (c == '?') {
-      if (s[si] == '/') return false;
-      ++pi;
-      ++si;
-    } else if (c == '[') {
-      if (s[si] == '/' || !ClassMatch(p, &pi, s[si])) return false;
-      ++si;
-    } else {
-      if (c == '\\' && pi + 1 < p.size()) c = p[++pi];
-      if (s[si] != c) return false;
-      ++pi;
-      ++si;
-    }
+// Glob matching with `*` (within a segment), `**` (whole segments), `?` and classes. A plain backtracking matcher is
+// exponential on patterns like "*a*a*a*a*b" (builder_fuzz hung on one), so every (pattern offset, path offset) a
+// wildcard tries is remembered once it failed: at most |p| x |s| states, each explored once.
+class GlobMatcher {
+ public:
+  GlobMatcher(std::string_view p, std::string_view s) : p_(p), s_(s) {}
+  bool Run() { return At(0, 0); }
+
+ private:
+  bool Failed(size_t pi, size_t si) const {
+    return !failed_.empty() && failed_[pi * (s_.size() + 1) + si];
   }
-  return si == s.size();
-}
+  void MarkFailed(size_t pi, size_t si) {
+    if (failed_.empty()) failed_.assign((p_.size() + 1) * (s_.size() + 1), 0);
+    failed_[pi * (s_.size() + 1) + si] = 1;
+  }
+  // A wildcard's attempt at continuing the pattern at pi on the path at si.
+  bool Try(size_t pi, size_t si) {
+    if (Failed(pi, si)) return false;
+    if (At(pi, si)) return true;
+    MarkFailed(pi, si);
+    return false;
+  }
+
+  bool At(size_t pi, size_t si) {
+    const std::string_view p = p_, s = s_;
+    while (pi < p.size()) {
+      if (p.substr(pi, 2) == "**") {
+        // "**/" matches zero or more whole segments; a trailing "**" matches everything left.
+        size_t rest = pi + 2;
+        if (rest < p.size() && p[rest] == '/') ++rest;
+        else if (rest == p.size()) return true;
+        for (size_t k = si; k <= s.size(); ++k)
+          if ((k == si || s[k - 1] == '/') && Try(rest, k)) return true;
+        return false;
+      }
+      char c = p[pi];
+      if (c == '*') {
+        for (size_t k = si; k <= s.size(); ++k) {
+          if (Try(pi + 1, k)) return true;
+          if (k < s.size() && s[k] == '/') break;
+        }
+        return false;
+      }
+      if (si >= s.size()) return false;
+      if (c == '?') {
+        if (s[si] == '/') return false;
+        ++pi;
+        ++si;
+      } else if (c == '[') {
+        if (s[si] == '/' || !ClassMatch(p, &pi, s[si])) return false;
+        ++si;
+      } else {
+        if (c == '\\' && pi + 1 < p.size()) c = p[++pi];
+        if (s[si] != c) return false;
+        ++pi;
+        ++si;
+      }
+    }
+    return si == s.size();
+  }
+
+  const std::string_view p_, s_;
+  std::vector<uint8_t> failed_;  // allocated at the first wildcard failure only
+};
+
+bool Match(std::string_view p, std::string_view s) { return GlobMatcher(p, s).Run(); }
 
 std::string Clean(std::string_view s) {
   std::string out(s);
