@@ -51,6 +51,16 @@ if [ -z "${FUZZ_BUILD_DIR:-}" ]; then
     FUZZ_BUILD_DIR=$PWD/build-fuzz
   fi
 fi
+# The default build dir outlives clones (CI makes a fresh clone each run): one configured from another checkout
+# would make cmake refuse ("does not match the source ... used to generate cache"). Start it again; ccache keeps
+# the rebuild short.
+if [ -f "$FUZZ_BUILD_DIR/CMakeCache.txt" ]; then
+  cached_src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$FUZZ_BUILD_DIR/CMakeCache.txt")
+  if [ "$cached_src" != "$(pwd)" ] && [ "$cached_src" != "$(pwd -P)" ]; then
+    echo "fuzz: $FUZZ_BUILD_DIR was configured for $cached_src; configuring it again for $(pwd)"
+    rm -rf "$FUZZ_BUILD_DIR"
+  fi
+fi
 ARTIFACTS=${FUZZ_ARTIFACTS:-$FUZZ_BUILD_DIR/artifacts}
 
 # clang + the sanitizer/libFuzzer runtimes, the house way (scripts/setup.sh): only what is missing, idempotent.
