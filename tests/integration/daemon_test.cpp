@@ -40,6 +40,17 @@ struct AgentProcess {
   }
 };
 
+// The test's stand-in for the controller: the "controller" certificate, so the broker ACL lets it see everything.
+mqtt::ClientOptions ControllerOptions(testsupport::MosquittoServer& b) {
+  auto cert = b.Cert("controller");
+  REQUIRE(cert);
+  mqtt::ClientOptions co;
+  co.port = b.tls_port();
+  co.client_id = "test-controller";
+  co.tls = mqtt::TlsOptions{b.ca_file(), cert->cert, cert->key};
+  return co;
+}
+
 }  // namespace
 
 TEST_CASE("the agent daemon follows desired state over TLS MQTT and reports each step") {
@@ -64,13 +75,7 @@ TEST_CASE("the agent daemon follows desired state over TLS MQTT and reports each
   AgentProcess agent{h.dir.Sub("agent.json"), h.dir.Sub("agent.log"), std::nullopt};
   REQUIRE(core::WriteFileDurable(*core::DefaultEnv(), agent.config, cfg.dump()));
 
-  auto ctrl_cert = b.Cert("controller");
-  REQUIRE(ctrl_cert);
-  mqtt::ClientOptions co;
-  co.port = b.tls_port();
-  co.client_id = "test-controller";
-  co.tls = mqtt::TlsOptions{b.ca_file(), ctrl_cert->cert, ctrl_cert->key};
-  MqttProbe ctrl(co);
+  MqttProbe ctrl(ControllerOptions(b));
   REQUIRE(ctrl.Start());
   REQUIRE(ctrl.WaitConnected(10s));
   ctrl.Subscribe("tug/v1/d/#");
@@ -190,13 +195,7 @@ TEST_CASE("the agent daemon refuses malformed desired and cmd messages and keeps
            {"supervise_interval", 2}};
   AgentProcess agent{h.dir.Sub("agent.json"), h.dir.Sub("agent.log"), std::nullopt};
   REQUIRE(core::WriteFileDurable(*core::DefaultEnv(), agent.config, cfg.dump()));
-  auto ctrl_cert = b.Cert("controller");
-  REQUIRE(ctrl_cert);
-  mqtt::ClientOptions co;
-  co.port = b.tls_port();
-  co.client_id = "test-controller";
-  co.tls = mqtt::TlsOptions{b.ca_file(), ctrl_cert->cert, ctrl_cert->key};
-  MqttProbe ctrl(co);
+  MqttProbe ctrl(ControllerOptions(b));
   REQUIRE(ctrl.Start());
   REQUIRE(ctrl.WaitConnected(10s));
   ctrl.Subscribe("tug/v1/d/#");
