@@ -77,11 +77,12 @@ std::string State(const std::string& boot, uint64_t seq, const std::string& extr
 
 // One controller process's worth: store (on disk, so a second one is a restart), engine and bridge.
 struct Controller {
-  Controller(boost::asio::io_context& io, testsupport::MosquittoServer& b, const std::string& db) {
+  Controller(boost::asio::io_context& io, testsupport::MosquittoServer& b, const std::string& db)
+      : Controller(io, ControllerMqtt(b, "controller", 3s), db) {}
+  Controller(boost::asio::io_context& io, const MqttConfig& c, const std::string& db) {
     auto s = Store::Open(db);
     REQUIRE(s);
     store = std::move(*s);
-    MqttConfig c = ControllerMqtt(b, "controller", 3s);
     bridge = std::make_unique<MqttBridge>(io, c, metrics);
     engine = std::make_unique<Engine>(*store, *bridge, *core::SystemClock());
     bridge->Attach(engine.get());
@@ -211,35 +212,22 @@ TEST_CASE("a controller restarted with a random client id gets every report, non
   MqttConfig c = ControllerMqtt(b, "", 200ms);  // "": a random client id
   testsupport::TempDir dir;
   {
-    auto store = Store::Open(dir.Sub("a.db"));
-    REQUIRE(store);
-    Metrics m;
-    MqttBridge first(io, c, m);
-    Engine e(**store, first, *core::SystemClock());
-    first.Attach(&e);
-    REQUIRE(first.Start());
-    REQUIRE(Until(io, [&] { return first.connected(); }));
+    Controller first(io, c, dir.Sub("a.db"));
+    REQUIRE(Until(io, [&] { return first.bridge->connected(); }));
     io.restart();
     io.run_for(300ms);  // subscribed to $share/ctrl
-    first.Stop();
   }
-  auto store = Store::Open(dir.Sub("b.db"));
-  REQUIRE(store);
-  Metrics m;
-  MqttBridge second(io, c, m);
-  Engine e(**store, second, *core::SystemClock());
-  second.Attach(&e);
-  REQUIRE(second.Start());
-  REQUIRE(Until(io, [&] { return second.connected(); }));
+  Controller second(io, c, dir.Sub("b.db"));
+  REQUIRE(Until(io, [&] { return second.bridge->connected(); }));
   io.restart();
   io.run_for(500ms);  // past the snapshot window: only the shared subscriptions remain
   FakeDevice dev(io, b, "dev-1");
+  const Metrics& m = second.metrics;
   const uint64_t before = m.mqtt_messages_received;
   for (int i = 1; i <= 20; ++i)
     dev.Publish(fleet::JobStatusTopic("dev-1", "job-" + std::to_string(i)), R"({"state":"ACCEPTED","seq":1})");
   // With a persistent session left by the first controller, the shared group would hand it about half of these.
   REQUIRE(Until(io, [&] { return m.mqtt_messages_received - before >= 20; }, 10s));
-  second.Stop();
 }
 
 TEST_CASE("the report queue is bounded: a burst beyond it is dropped and counted, the rest applied") {
@@ -251,14 +239,10 @@ TEST_CASE("the report queue is bounded: a burst beyond it is dropped and counted
   c.batch_window = 3s;  // nothing is applied while the burst arrives
   c.queue_max = 5;
   testsupport::TempDir dir;
-  auto store = Store::Open(dir.Sub("ctrl.db"));
-  REQUIRE(store);
-  Metrics m;
-  MqttBridge bridge(io, c, m);
-  Engine e(**store, bridge, *core::SystemClock());
-  bridge.Attach(&e);
-  REQUIRE(bridge.Start());
-  REQUIRE(Until(io, [&] { return bridge.connected(); }));
+  Controller ctl(io, c, dir.Sub("ctrl.db"));
+  const Metrics& m = ctl.metrics;
+  const Engine& e = *ctl.engine;
+  REQUIRE(Until(io, [&] { return ctl.bridge->connected(); }));
   io.restart();
   io.run_for(500ms);
   FakeDevice dev(io, b, "dev-1");
@@ -268,10 +252,9 @@ TEST_CASE("the report queue is bounded: a burst beyond it is dropped and counted
   CHECK(m.reports_dropped_queue_full == 15);
   // The five queued ones reach the engine (unknown jobs: ignored, counted as such).
   REQUIRE(Until(io, [&] { return e.counters().reports_foreign_job == 5; }, 10s));
-  auto text = RenderMetrics(**store, m, e.counters());
+  auto text = RenderMetrics(*ctl.store, m, e.counters());
   REQUIRE(text);
   CHECK(text->find("tug_mqtt_reports_dropped_total{reason=\"queue_full\"} 15\n") != std::string::npos);
-  bridge.Stop();
 }
 
 TEST_CASE("a revoked device: the controller drops its reports at once (also after a restart), the broker refuses it "
